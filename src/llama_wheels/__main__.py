@@ -1,0 +1,3 @@
+from llama_wheels.cli import main
+
+raise SystemExit(main())

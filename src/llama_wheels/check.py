@@ -1,0 +1,40 @@
+"""``nox -s check_wheels``: the wheel check on every wheel of the wheelhouse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llama_wheels import manifest
+from llama_wheels.config import Options
+from llama_wheels.log import Logger, fmt_bytes
+from llama_wheels.wheels import check_wheel
+
+
+def our_wheels(wheelhouse: Path) -> list[Path]:
+    return sorted(p for p in wheelhouse.glob("*/llama_cpp_python-*.whl") if p.parent.name != "index")
+
+
+def run(options: Options, paths: list[Path], log: Logger) -> int:
+    entries = manifest.entries(options.wheelhouse)
+    wheels = paths or our_wheels(options.wheelhouse)
+    if not wheels:
+        log.error(f"no llama-cpp-python wheels under {options.wheelhouse}; run nox -s build_cpu or build_cuda first")
+        return 9
+    rows, bad = [], 0
+    for w in wheels:
+        try:
+            key = w.resolve().relative_to(options.wheelhouse.resolve()).as_posix()
+        except ValueError:
+            key = w.name
+        entry = entries.get(key, {})
+        rep = check_wheel(w, cuda_runtime=entry.get("cuda_runtime") if entry.get("archs") else None)
+        if entry and entry.get("sha256") != rep.sha256:
+            rep.problems.append("sha256 differs from manifest.json (the file changed after the build)")
+        if not entry and paths == []:
+            rep.problems.append("not recorded in manifest.json (an interrupted build?)")
+        for p in rep.problems:
+            log.error(f"{w.name}: {p}")
+        bad += not rep.ok
+        rows.append([w.name, fmt_bytes(rep.size), rep.sha256[:12], "ok" if rep.ok else f"{len(rep.problems)} problem(s)"])
+    log.table("wheel check", ["wheel", "size", "sha256", "result"], rows)
+    return 9 if bad else 0

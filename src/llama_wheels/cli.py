@@ -1,0 +1,209 @@
+"""``python -m llama_wheels <command>``: what the nox sessions and invoke tasks call.
+
+Every command resolves options first and prints them, catches :class:`FatalError` and prints one
+line (``--debug`` or LLAMA_WHEELS_DEBUG=1 for the traceback), and exits non-zero on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_wheels.errors import ConfigError, FatalError
+from llama_wheels.log import Logger
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, no usage dump
+        raise ConfigError(f"{self.prog}: {message}", f"see {self.prog} --help")
+
+
+def project_root() -> Path:
+    env = os.environ.get("LLAMA_WHEELS_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for p in (here, *here.parents):
+        if (p / "pyproject.toml").exists() and "llama-wheels" in (p / "pyproject.toml").read_text(encoding="utf-8"):
+            return p
+    return here
+
+
+def _options(cli: Mapping[str, Any], env: Mapping[str, str], log: Logger, quiet: bool = False) -> Any:
+    from llama_wheels.config import resolve
+
+    options = resolve(project_root(), env, {k: v for k, v in cli.items() if v is not None})
+    if not quiet:
+        log.info("llama-wheels options:")
+        for line in options.describe():
+            log.info(line)
+    return options
+
+
+def _facts(options: Any, env: Mapping[str, str]) -> Any:
+    from llama_wheels.detect import gather
+    from llama_wheels.toolkit import PYPI_TOOLKITS, pypi_root
+
+    roots = [pypi_root(options.cache_dir, v) for v in PYPI_TOOLKITS]
+    return gather(env, python_versions=[options.python], pypi_roots=roots, disk_path=options.build_dir)
+
+
+def add_build_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--arch-set", metavar="NAME", help="a configured arch set, or 'auto' (default)")
+    g.add_argument("--archs", metavar="LIST", help='explicit archs, e.g. "86;89;120"')
+    p.add_argument("--cuda", help="auto | system | pypi:13.0")
+
+
+def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    from llama_wheels import doctor
+
+    options = _options({"cuda": args.cuda}, env, log, quiet=True)
+    facts = _facts(options, env)
+    diag = doctor.diagnose(options, facts, arch_spec=args.archs or args.arch_set, cuda=args.cuda)
+    print(doctor.report_json(facts, diag) if args.json else doctor.render(facts, diag))
+    return 0 if diag.ok else 4
+
+
+def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    from llama_wheels import build, doctor, plan, toolkit
+
+    options = _options({"cuda": args.cuda, "cuda-runtime": args.cuda_runtime}, env, log)
+    for v in args.variant or []:
+        options.variant(v)  # unknown variant: fail now, with did-you-mean
+    facts = _facts(options, env)
+    diag = doctor.diagnose(options, facts, arch_spec=args.archs or args.arch_set, cuda=args.cuda,
+                           cpu_only=args.cpu, all_from_source=args.all_from_source)
+    for v in diag.verdicts:
+        if v.level in ("fail", "warn") or v.topic in ("arch set", "cuda toolkit"):
+            log.info(f"  [{v.level}] {v.topic}: {v.message}")
+    doctor.preflight(diag)
+    launcher = build.find_launcher(env)
+    tk_root = None
+    if diag.toolkit.toolkit is not None:
+        tk_root = Path(diag.toolkit.toolkit.root)
+    elif diag.toolkit.version is not None:
+        tk_root = toolkit.pypi_root(options.cache_dir, diag.toolkit.version)
+    no_vmm = not args.cpu and not toolkit.has_linkable_libcuda(tk_root)
+    steps = plan.make_plan(options, arch_set=None if args.cpu else diag.arch_set, toolkit=diag.toolkit,
+                           variants=args.variant, launcher=launcher, no_vmm=no_vmm, jobs=args.jobs,
+                           cuda_runtime=args.cuda_runtime, windows=os.name == "nt")
+    log.info(f"plan: {len(steps)} compile(s) for {sum(len(s.variants) for s in steps)} variant(s)"
+             + ("" if launcher else " (no compiler cache found)"))
+    for s in steps:
+        for line in s.describe():
+            log.info(line)
+    if args.dry_run:
+        log.info("dry run: nothing was built")
+        return 0
+    build.execute(steps, options, base_env=env, log=log, launcher=launcher, offline=args.offline,
+                  keep_going=args.keep_going, frontend=args.frontend, all_from_source=args.all_from_source)
+    return 0
+
+
+def cmd_clean_temp(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    from llama_wheels.clean import clean_temp
+    from llama_wheels.log import fmt_bytes
+
+    options = _options({"build-dir": args.root}, env, log, quiet=True)
+    report = clean_temp(options.build_dir, env, dry_run=args.dry_run, purge_pip=not args.no_pip_cache)
+    verb = "would remove" if args.dry_run else "removed"
+    for path, size in report.removed:
+        log.info(f"{verb} {path} ({fmt_bytes(size)})")
+    for path, why in report.skipped:
+        log.info(f"skipped {path}: {why}")
+    for path, why in report.failed:
+        log.warning(f"could not remove {path}: {why} (in use?)")
+    log.info(f"{'would free' if args.dry_run else 'freed'} {fmt_bytes(report.freed)}"
+             + (f"; {len(report.failed)} item(s) left in place" if report.failed else ""))
+    return 0
+
+
+def cmd_check_wheels(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    from llama_wheels import check
+
+    options = _options({}, env, log, quiet=True)
+    return check.run(options, [Path(p) for p in args.wheels], log)
+
+
+def cmd_prefetch(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    from llama_wheels import prefetch
+
+    options = _options({"prefetch-dir": args.dest}, env, log)
+    prefetch.run(options, env, log, python_version=args.python_version or options.python, slim=not args.full,
+                 platforms=args.platform or prefetch.DEFAULT_PLATFORMS, cuda=args.cuda, extra=args.extra or [])
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="llama-wheels", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("doctor", help="check the toolchain against the tables; exit 0 if a build can go ahead")
+    add_build_args(d)
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_doctor)
+
+    b = sub.add_parser("build", help="plan and run the builds into the wheelhouse")
+    add_build_args(b)
+    b.add_argument("--cpu", action="store_true", help="CUDA off (the build_cpu session)")
+    b.add_argument("--variant", action="append", metavar="NAME", help="repeatable; default: all configured")
+    b.add_argument("--cuda-runtime", choices=["pip", "system", "bundle"])
+    b.add_argument("--jobs", type=int, metavar="N")
+    b.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    b.add_argument("--offline", action="store_true", help="use only the prefetch folder; no network")
+    b.add_argument("--keep-going", action="store_true")
+    b.add_argument("--all-from-source", action="store_true",
+                   help="also compile every dependency from source, as the guide's --no-binary :all: (needs Rust)")
+    b.add_argument("--frontend", choices=["build", "pip"], default="build")
+    b.set_defaults(func=cmd_build)
+
+    c = sub.add_parser("clean-temp", help="empty our build/temp dir, purge pip's cache, drop stale pip-* temp dirs")
+    c.add_argument("--dry-run", action="store_true")
+    c.add_argument("--root", help="the build/temp dir to empty (default: build-dir)")
+    c.add_argument("--no-pip-cache", action="store_true")
+    c.set_defaults(func=cmd_clean_temp)
+
+    k = sub.add_parser("check-wheels", help="check every wheel in the wheelhouse (or the given ones)")
+    k.add_argument("wheels", nargs="*")
+    k.set_defaults(func=cmd_check_wheels)
+
+    f = sub.add_parser("prefetch", help="gather all a build and smoke test need into one carryable folder")
+    f.add_argument("--dest")
+    f.add_argument("--full", action="store_true", help="keep the full 77 MB sdist instead of the slim one")
+    f.add_argument("--python-version", help="wheels for this Python (default: the configured one)")
+    f.add_argument("--platform", action="append", help="pip --platform tags (repeatable)")
+    f.add_argument("--cuda", help="also fetch this PyPI toolkit, e.g. pypi:13.0 (~870 MB)")
+    f.add_argument("--extra", action="append", help="extra requirement to fetch (repeatable)")
+    f.set_defaults(func=cmd_prefetch)
+
+    try:
+        from llama_wheels import smoke
+    except ImportError:  # TEMP until smoke lands
+        pass
+    else:
+        smoke.add_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = dict(os.environ if env is None else env)
+    log = Logger(env)
+    debug = env.get("LLAMA_WHEELS_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = make_parser().parse_args(argv)
+        return int(args.func(args, env, log))
+    except FatalError as exc:
+        if debug:
+            traceback.print_exc()
+        log.error(exc.one_line())
+        return exc.return_code
+    except KeyboardInterrupt:
+        log.error("interrupted; nothing partial was published to the wheelhouse")
+        return 130

@@ -1,0 +1,239 @@
+"""Options resolve in one place: defaults -> [tool.llama-wheels] -> LLAMA_WHEELS_* env -> CLI.
+
+The environment is passed in as a mapping (tests never patch ``os.environ``). Unknown keys fail
+with "did you mean". The result is frozen and printed at the start of every run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PureWindowsPath
+from types import MappingProxyType
+from typing import Any
+
+import platformdirs
+from packaging.version import InvalidVersion, Version
+
+from llama_wheels.archs import parse_arch_set
+from llama_wheels.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "LLAMA_WHEELS_"
+TABLE = "tool.llama-wheels"
+
+DEFAULTS: dict[str, Any] = {
+    "llama-cpp-python": "0.3.36",
+    "sdist-sha256": "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
+    "python": "3.11",
+    "default-arch-set": "universal",
+    "cuda": "auto",
+    "cuda-runtime": "pip",
+    "ptx": "highest",
+    "build-dir": "",
+    "cache-dir": "",
+    "wheelhouse": "wheelhouse",
+    "prefetch-dir": ".prefetch",
+    "cmake-args": [],
+    "arch-sets": {"universal": "86;89;120", "ampere": "86", "ada": "89", "hopper": "90", "blackwell": "120"},
+    "variants": {"default": {"extras": []}, "server": {"extras": ["server"]}},
+}
+SCALAR_KEYS = tuple(k for k, v in DEFAULTS.items() if not isinstance(v, dict))
+#: Environment variables with our prefix that are not options.
+ENV_NON_OPTIONS = frozenset({"LLAMA_WHEELS_DEBUG"})
+VARIANT_KEYS = frozenset({"extras", "cmake-args"})
+_CUDA_RE = re.compile(r"^(auto|system|pypi:\d+\.\d+)$")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named build variant: extras to install with the wheel and CMake flags to add."""
+
+    name: str
+    extras: tuple[str, ...] = ()
+    cmake_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Options:
+    project_root: Path
+    llama_cpp_python: str
+    sdist_sha256: str
+    python: str
+    default_arch_set: str
+    arch_sets: Mapping[str, str]
+    variants: tuple[Variant, ...]
+    cuda: str
+    cuda_runtime: str
+    ptx: str
+    build_dir: Path
+    cache_dir: Path
+    wheelhouse: Path
+    prefetch_dir: Path
+    cmake_args: tuple[str, ...]
+    origin: Mapping[str, str] = field(default_factory=dict)  # key -> "default" | "pyproject" | "env" | "cli"
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        names = [v.name for v in self.variants]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"unknown variant '{name}'", f"{hint}configured: {', '.join(names)}")
+
+    def describe(self) -> list[str]:
+        """The resolved options, one per line, each with where it came from."""
+        rows = [
+            ("llama-cpp-python", self.llama_cpp_python), ("sdist-sha256", self.sdist_sha256),
+            ("python", self.python), ("default-arch-set", self.default_arch_set), ("cuda", self.cuda),
+            ("cuda-runtime", self.cuda_runtime), ("ptx", self.ptx), ("build-dir", str(self.build_dir)),
+            ("cache-dir", str(self.cache_dir)), ("wheelhouse", str(self.wheelhouse)),
+            ("prefetch-dir", str(self.prefetch_dir)), ("cmake-args", shlex.join(self.cmake_args) or "(none)"),
+            ("arch-sets", ", ".join(f"{k}={v}" for k, v in self.arch_sets.items())),
+            ("variants", ", ".join(f"{v.name}[{','.join(v.extras)}]" if v.extras else v.name for v in self.variants)),
+        ]
+        return [f"  {k:<17} {v}  ({self.origin.get(k, 'default')})" for k, v in rows]
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+
+
+def load_pyproject(root: Path) -> dict[str, Any]:
+    path = root / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax at that line") from None
+    table = data.get("tool", {}).get("llama-wheels", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{TABLE}] in {path} must be a table", f"write it as a [{TABLE}] section")
+    return table
+
+
+def _check_table(table: Mapping[str, Any], where: str) -> None:
+    known = list(DEFAULTS)
+    for key, value in table.items():
+        if key not in DEFAULTS:
+            raise ConfigError(f"unknown key '{key}' in [{TABLE}] ({where})", _did_you_mean(key, known))
+        expected = type(DEFAULTS[key])
+        if not isinstance(value, expected):
+            raise ConfigError(f"[{TABLE}] {key} must be a {expected.__name__}, got {type(value).__name__} ({where})",
+                              f"see the README's configuration section for {key}")
+    for name, spec in table.get("arch-sets", {}).items():
+        if not isinstance(spec, str):
+            raise ConfigError(f"[{TABLE}.arch-sets] {name} must be a string like \"86;89\" ({where})",
+                              "quote the arch list")
+    for name, body in table.get("variants", {}).items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"[{TABLE}.variants.{name}] must be a table ({where})",
+                              f"write [{TABLE}.variants.{name}] with extras = [...]")
+        for k in body:
+            if k not in VARIANT_KEYS:
+                raise ConfigError(f"unknown key '{k}' in [{TABLE}.variants.{name}] ({where})",
+                                  _did_you_mean(k, sorted(VARIANT_KEYS)))
+
+
+def env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    known = [ENV_PREFIX + k.upper().replace("-", "_") for k in SCALAR_KEYS]
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NON_OPTIONS:
+            continue
+        if name not in known:
+            raise ConfigError(f"unknown environment variable {name}", _did_you_mean(name, known))
+        key = name[len(ENV_PREFIX):].lower().replace("_", "-")
+        out[key] = shlex.split(value) if isinstance(DEFAULTS[key], list) else value
+    return out
+
+
+def default_build_dir(root: Path, windows: bool) -> Path:
+    # The guide's `set TEMP=D:\temp`: short, because MSVC + CUDA + CMake paths overflow MAX_PATH.
+    return Path(PureWindowsPath("C:/lwb")) if windows else root / "build"
+
+
+def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = None,
+            *, windows: bool | None = None) -> Options:
+    """Resolve options for the project at ``root``. ``cli`` holds only flags the user gave."""
+    windows = sys.platform == "win32" if windows is None else windows
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+    origin: dict[str, str] = {}
+    table = load_pyproject(root)
+    _check_table(table, "pyproject.toml")
+    for layer_name, layer in (("pyproject", table), ("env", env_values(env)), ("cli", dict(cli or {}))):
+        for key, value in layer.items():
+            if value is None:
+                continue
+            if key not in DEFAULTS:
+                raise ConfigError(f"unknown option '{key}' ({layer_name})", _did_you_mean(key, list(DEFAULTS)))
+            merged[key] = value
+            origin[key] = layer_name
+    version, sha = str(merged["llama-cpp-python"]), str(merged["sdist-sha256"]).lower()
+    try:
+        Version(version)
+    except InvalidVersion:
+        raise ConfigError(f"llama-cpp-python = '{version}' is not a version", "write it like 0.3.36") from None
+    if origin.get("llama-cpp-python", "default") != origin.get("sdist-sha256", "default") and \
+            version != DEFAULTS["llama-cpp-python"]:
+        raise ConfigError(f"llama-cpp-python {version} is set without its sdist sha256",
+                          "set sdist-sha256 next to it (sha256 of the .tar.gz on PyPI)")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ConfigError(f"sdist-sha256 '{sha}' is not a sha256", "give the 64 hex digits of the sdist's sha256")
+    if not re.fullmatch(r"\d+\.\d+", str(merged["python"])):
+        raise ConfigError(f"python = '{merged['python']}' is not a major.minor version", "write it like 3.11")
+    if not _CUDA_RE.match(str(merged["cuda"])):
+        raise ConfigError(f"cuda = '{merged['cuda']}' is not valid", "use auto, system or pypi:<major.minor>, e.g. pypi:13.0")
+    if merged["cuda-runtime"] not in ("pip", "system", "bundle"):
+        raise ConfigError(f"cuda-runtime = '{merged['cuda-runtime']}' is not valid", "use pip, system or bundle")
+    arch_sets = {str(k): str(v) for k, v in merged["arch-sets"].items()}
+    if "auto" in arch_sets:
+        raise ConfigError("an arch set may not be named 'auto'", "auto means 'the GPUs present'; rename yours")
+    for name, spec in arch_sets.items():
+        parse_arch_set(spec, ptx=str(merged["ptx"]), source=name)  # validates each set now, not mid-build
+    default_set = str(merged["default-arch-set"])
+    if default_set not in arch_sets:
+        parse_arch_set(default_set, arch_sets, ptx=str(merged["ptx"]))  # a literal list is fine too
+    variants = tuple(
+        Variant(name, tuple(body.get("extras", ())), tuple(body.get("cmake-args", ())))
+        for name, body in merged["variants"].items()
+    )
+    if not variants:
+        raise ConfigError("no variants are configured", f"add [{TABLE}.variants.default] with extras = []")
+
+    def path_opt(key: str, fallback: Path) -> Path:
+        raw = str(merged[key])
+        if not raw:
+            return fallback
+        p = Path(raw).expanduser()
+        return p if p.is_absolute() else root / p
+
+    return Options(
+        project_root=root,
+        llama_cpp_python=version,
+        sdist_sha256=sha,
+        python=str(merged["python"]),
+        default_arch_set=default_set,
+        arch_sets=MappingProxyType(arch_sets),
+        variants=variants,
+        cuda=str(merged["cuda"]),
+        cuda_runtime=str(merged["cuda-runtime"]),
+        ptx=str(merged["ptx"]),
+        build_dir=path_opt("build-dir", default_build_dir(root, windows)),
+        cache_dir=path_opt("cache-dir", Path(platformdirs.user_cache_dir("llama-wheels", appauthor=False))),
+        wheelhouse=path_opt("wheelhouse", root / "wheelhouse"),
+        prefetch_dir=path_opt("prefetch-dir", root / ".prefetch"),
+        cmake_args=tuple(str(a) for a in merged["cmake-args"]),
+        origin=MappingProxyType(origin),
+    )

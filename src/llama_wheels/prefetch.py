@@ -1,0 +1,89 @@
+"""``nox -s prefetch``: one carryable folder with everything an offline build and smoke test need.
+
+Layout: ``sdist/`` (slim by default, with the sidecar naming the PyPI sha256), ``wheels/`` (build
+requirements, this project and its dependencies, llama-cpp-python's runtime and server
+dependencies, nox, invoke, and optionally NVIDIA's toolkit wheels), ``prefetch.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tarfile
+from collections.abc import Mapping, Sequence
+from email.parser import HeaderParser
+from pathlib import Path
+
+from llama_wheels import cmd, sdist
+from llama_wheels.config import Options, tomllib
+from llama_wheels.log import Logger, fmt_bytes
+from llama_wheels.toolkit import pypi_requirements, pypi_version
+
+DEFAULT_PLATFORMS: list[str] = []  # empty: this machine's own tags
+
+
+def _sdist_requires(path: Path, extras: set[str]) -> list[str]:
+    """Requires-Dist of the sdist's PKG-INFO, for no extra or one of ``extras``."""
+    with tarfile.open(path, "r:gz") as tar:
+        member = next(m for m in tar.getmembers() if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"))
+        f = tar.extractfile(member)
+        assert f is not None
+        meta = HeaderParser().parsestr(f.read().decode("utf-8"))
+    out = []
+    for req in meta.get_all("Requires-Dist") or []:
+        m = re.search(r";\s*extra\s*==\s*['\"]([^'\"]+)['\"]", req)
+        if m is None or m[1] in extras:
+            out.append(req.split(";")[0].strip())
+    return out
+
+
+def project_requirements(root: Path) -> list[str]:
+    data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    reqs = [r for r in data["project"]["dependencies"] if "python_version < '3.11'" not in r]
+    reqs += list(data["build-system"]["requires"])
+    groups = data.get("dependency-groups", {})
+    reqs += [r for r in groups.get("build", []) if isinstance(r, str)]
+    tools = (root / "ci" / "requirements-tools.txt")
+    if tools.exists():
+        reqs += [line.strip() for line in tools.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    reqs += [r for r in groups.get("smoke", []) if isinstance(r, str)]
+    return reqs
+
+
+def run(options: Options, env: Mapping[str, str], log: Logger, *, python_version: str, slim: bool,
+        platforms: Sequence[str], cuda: str | None, extra: Sequence[str]) -> Path:
+    dest = options.prefetch_dir
+    (dest / "sdist").mkdir(parents=True, exist_ok=True)
+    with log.step("sdist"):
+        src = sdist.fetch(options.cache_dir, options.llama_cpp_python, options.sdist_sha256, dict(env))
+        if slim:
+            out = sdist.slim_sdist(src.path, dest / "sdist" / sdist.slim_name(options.llama_cpp_python),
+                                   options.sdist_sha256)
+        else:
+            out = dest / "sdist" / src.path.name
+            shutil.copy2(src.path, out)
+        log.info(f"{out.name}: {fmt_bytes(out.stat().st_size)} (PyPI sdist {fmt_bytes(src.path.stat().st_size)})")
+    variants_extras = {e for v in options.variants for e in v.extras}
+    reqs = _sdist_requires(src.path, variants_extras) + project_requirements(options.project_root) + list(extra)
+    target = ["--only-binary", ":all:", "--python-version", python_version]
+    for p in platforms:
+        target += ["--platform", p]
+    if platforms:
+        target += ["--implementation", "cp"]
+    with log.step(f"wheels for Python {python_version}" + (f" on {', '.join(platforms)}" if platforms else "")):
+        cmd.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--dest",
+                 str(dest / "wheels"), *target, *reqs], env=env)
+    if cuda:
+        with log.step(f"CUDA toolkit wheels ({cuda})"):
+            cmd.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--dest",
+                     str(dest / "wheels"), *target, *pypi_requirements(pypi_version(cuda))], env=env)
+    files = sorted(p for p in dest.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in files)
+    info = {"llama_cpp_python": options.llama_cpp_python, "sdist_sha256": options.sdist_sha256, "slim": slim,
+            "python_version": python_version, "platforms": list(platforms), "cuda": cuda, "requirements": reqs,
+            "files": len(files), "bytes": total}
+    (dest / "prefetch.json").write_text(json.dumps(info, indent=2) + "\n")
+    log.table("prefetch", ["folder", "files", "size"], [[str(dest), str(len(files)), fmt_bytes(total)]])
+    return dest

