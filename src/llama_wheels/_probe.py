@@ -46,7 +46,109 @@ def check_generate(args):
             "tok_per_s": round(len(out) / gen, 1) if gen > 0 else None}
 
 
-CHECKS = {"import": check_import, "generate": check_generate}
+def check_quantize(args):
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    t0 = time.perf_counter()
+    rc = llama_cpp.llama_model_quantize(args["src"].encode(), args["dst"].encode(), params)
+    if rc != 0:
+        raise SystemExit(f"llama_model_quantize returned {rc}")
+    return {"seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _tps(n, seconds):
+    return n / seconds if seconds > 0 else 0.0
+
+
+def check_bench_lowlevel(args):
+    """llama-bench's loop through the wheel's C API: pp = one batch of n_prompt tokens, tg = n_gen
+    single-token decodes, each followed by llama_synchronize; memory cleared between repetitions."""
+    import ctypes
+    import random
+
+    import llama_cpp as L
+
+    L.llama_backend_init()
+    mp = L.llama_model_default_params()
+    mp.n_gpu_layers = args["ngl"]
+    model = L.llama_model_load_from_file(args["model"].encode(), mp)
+    if not model:
+        raise SystemExit("model load failed")
+    cp = L.llama_context_default_params()
+    cp.n_ctx = args["n_prompt"] + args["n_gen"]
+    cp.n_batch = 2048
+    cp.n_ubatch = 512
+    cp.flash_attn_type = {"on": 1, "off": 0, "auto": -1}[args["flash_attn"]]
+    cp.n_threads = cp.n_threads_batch = args["threads"]
+    ctx = L.llama_init_from_model(model, cp)
+    mem = L.llama_get_memory(ctx)
+    n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
+    rng = random.Random(42)
+
+    def pp():
+        toks = (L.llama_token * args["n_prompt"])(*[rng.randrange(n_vocab) for _ in range(args["n_prompt"])])
+        L.llama_memory_clear(mem, False)
+        t0 = time.perf_counter()
+        if L.llama_decode(ctx, L.llama_batch_get_one(toks, args["n_prompt"])) != 0:
+            raise SystemExit("llama_decode failed (pp)")
+        L.llama_synchronize(ctx)
+        return _tps(args["n_prompt"], time.perf_counter() - t0)
+
+    def tg(n):
+        L.llama_memory_clear(mem, False)
+        tok = (L.llama_token * 1)(rng.randrange(n_vocab))
+        t0 = time.perf_counter()
+        for _ in range(n):
+            if L.llama_decode(ctx, L.llama_batch_get_one(tok, 1)) != 0:
+                raise SystemExit("llama_decode failed (tg)")
+            L.llama_synchronize(ctx)
+            tok[0] = rng.randrange(n_vocab)
+        return _tps(n, time.perf_counter() - t0)
+
+    pp()
+    tg(1)  # warm-up, as llama-bench does
+    pps = [pp() for _ in range(args["reps"])]
+    tgs = [tg(args["n_gen"]) for _ in range(args["reps"])]
+    L.llama_free(ctx)
+    L.llama_model_free(model)
+    return {"pp": pps, "tg": tgs}
+
+
+def check_bench_highlevel(args):
+    """The same work through ``Llama.eval`` (what most users call)."""
+    import random
+
+    from llama_cpp import Llama
+
+    kw = {} if args["flash_attn"] == "default" else {"flash_attn": args["flash_attn"] == "on"}
+    llm = Llama(model_path=args["model"], n_gpu_layers=args["ngl"], n_ctx=args["n_prompt"] + args["n_gen"] + 1,
+                n_threads=args["threads"], verbose=False, **kw)
+    rng = random.Random(42)
+    n_vocab = llm.n_vocab()
+
+    def pp():
+        llm.reset()
+        toks = [rng.randrange(n_vocab) for _ in range(args["n_prompt"])]
+        t0 = time.perf_counter()
+        llm.eval(toks)
+        return _tps(len(toks), time.perf_counter() - t0)
+
+    def tg(n):
+        llm.reset()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            llm.eval([rng.randrange(n_vocab)])
+        return _tps(n, time.perf_counter() - t0)
+
+    pp()
+    tg(1)
+    return {"pp": [pp() for _ in range(args["reps"])], "tg": [tg(args["n_gen"]) for _ in range(args["reps"])]}
+
+
+CHECKS = {"import": check_import, "generate": check_generate, "quantize": check_quantize,
+          "bench_lowlevel": check_bench_lowlevel, "bench_highlevel": check_bench_highlevel}
 
 if __name__ == "__main__":
     result = CHECKS[sys.argv[1]](json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})

@@ -230,29 +230,33 @@ def execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[s
             launcher: str | None, offline: bool, keep_going: bool, frontend: str = "build",
             all_from_source: bool = False) -> list[StepResult]:
     mark_owned(options.build_dir)
-    with log.step("source"):
-        source = resolve_source(options, offline, base_env)
-        src = sdist.extract(source, options.build_dir / "src")
-        log.info(f"{source.path.name} (sha256 of the PyPI sdist {source.original_sha256[:12]}..., "
-                 f"{'slim' if source.slim else 'full'}) -> {src}")
-    pypi_versions = {s.toolkit.version for s in steps if s.arch_set is not None and s.toolkit.source == "pypi"}
-    for v in pypi_versions:
-        assert v is not None
-        with log.step(f"CUDA {v[0]}.{v[1]} toolkit from PyPI"):
-            root = toolkit.install_pypi_toolkit(options.cache_dir, v, find_links=offline_wheels(options) if offline
-                                                else None, env=dict(base_env))
-            log.info(f"toolkit ready at {root}")
     results: list[StepResult] = []
-    for step in steps:
-        try:
-            results.append(run_step(step, options, src=src, base_env=base_env, log=log, launcher=launcher,
-                                    offline=offline, frontend=frontend, all_from_source=all_from_source))
-        except FatalError as exc:
-            log.error(f"{step.flavour}: {exc.one_line()}")
-            results.append(StepResult(step, ok=False, error=exc.message))
-            if not keep_going:
-                break
-    log.table("build summary", SUMMARY_HEADER, summary_rows(results))
+    try:
+        with log.step("source"):
+            source = resolve_source(options, offline, base_env)
+            src = sdist.extract(source, options.build_dir / "src")
+            log.info(f"{source.path.name} (sha256 of the PyPI sdist {source.original_sha256[:12]}..., "
+                     f"{'slim' if source.slim else 'full'}) -> {src}")
+        pypi_versions = {s.toolkit.version for s in steps if s.arch_set is not None and s.toolkit.source == "pypi"}
+        for v in sorted(v for v in pypi_versions if v is not None):
+            with log.step(f"CUDA {v[0]}.{v[1]} toolkit from PyPI"):
+                root = toolkit.install_pypi_toolkit(options.cache_dir, v, find_links=offline_wheels(options)
+                                                    if offline else None, env=dict(base_env))
+                log.info(f"toolkit ready at {root}")
+        for step in steps:
+            try:
+                results.append(run_step(step, options, src=src, base_env=base_env, log=log, launcher=launcher,
+                                        offline=offline, frontend=frontend, all_from_source=all_from_source))
+            except FatalError as exc:
+                log.error(f"{step.flavour}: {exc.one_line()}")
+                results.append(StepResult(step, ok=False, error=exc.message))
+                if not keep_going:
+                    break
+    finally:
+        ran = {id(r.step) for r in results}
+        rows = summary_rows(results) + [[s.flavour, "not run", "-", "-", s.arch_set.cmake() if s.arch_set else "cpu",
+                                         "-", "-", ", ".join(s.variants)] for s in steps if id(s) not in ran]
+        log.table("build summary", SUMMARY_HEADER, rows)
     failed = [r for r in results if not r.ok]
     if failed or len(results) < len(steps):
         first = failed[0] if failed else None

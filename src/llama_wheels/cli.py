@@ -172,6 +172,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("check-wheels", help="check every wheel in the wheelhouse (or the given ones)")
     k.add_argument("wheels", nargs="*")
+    k.add_argument("--offline", action="store_true", help="accepted for symmetry; the check never uses the network")
     k.set_defaults(func=cmd_check_wheels)
 
     f = sub.add_parser("prefetch", help="gather all a build and smoke test need into one carryable folder")
@@ -183,9 +184,10 @@ def make_parser() -> argparse.ArgumentParser:
     f.add_argument("--extra", action="append", help="extra requirement to fetch (repeatable)")
     f.set_defaults(func=cmd_prefetch)
 
-    from llama_wheels import smoke
+    from llama_wheels import bench, smoke
 
     smoke.add_parser(sub)
+    bench.add_parser(sub)
     return p
 
 

@@ -54,6 +54,17 @@ class BuildStep:
         return [line for line in lines if line]
 
 
+def ccache_env(options: Options) -> dict[str, str]:
+    """ccache settings that make a rebuild in a fresh build dir (or the native bench build) a hit:
+    one cache dir, paths made relative to our build dir, and no hashing of the working dir."""
+    return {
+        "CCACHE_DIR": str(options.cache_dir / "ccache"),
+        "CCACHE_BASEDIR": str(options.build_dir),
+        "CCACHE_NOHASHDIR": "true",
+        "CCACHE_SLOPPINESS": "time_macros",
+    }
+
+
 def flavour_name(toolkit: ToolkitChoice, arch_set: ArchSet | None, suffix: str = "") -> str:
     base = "cpu" if arch_set is None else f"{toolkit.tag}-{arch_set.token}"
     return f"{base}-{suffix}" if suffix else base
@@ -116,12 +127,10 @@ def make_plan(
             "CMAKE_ARGS": shlex.join(args),
             "CMAKE_GENERATOR": "Ninja",
             "TMP": str(tmp), "TEMP": str(tmp), "TMPDIR": str(tmp),
-            "CCACHE_DIR": str(options.cache_dir / "ccache"),
-            "CCACHE_BASEDIR": str(options.build_dir),
-            "CCACHE_NOHASHDIR": "true",
-            "CCACHE_SLOPPINESS": "time_macros",
-            "SOURCE_DATE_EPOCH": "1700000000",
+            **ccache_env(options),
         }
+        # No SOURCE_DATE_EPOCH: ggml reads it as "cross-compiling" and then drops the x86 SIMD
+        # baseline (AVX/AVX2/FMA/F16C) from the CPU backend - measured 5x slower prompt processing.
         if jobs:
             env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(jobs)
         if root is not None and arch_set is not None:

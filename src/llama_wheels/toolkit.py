@@ -18,9 +18,10 @@ from llama_wheels.compat import Version, parse_version, vstr
 from llama_wheels.errors import ConfigError, FatalError
 
 #: cuda major.minor -> (cuda-toolkit meta-package version, cuobjdump wheel pin). CUDA 12 wheels
-#: ship ptxas but no nvcc (research/tech.md §5), so only CUDA 13+ can come from PyPI.
+#: ship ptxas but no nvcc (research/tech.md §5), so only CUDA 13+ can come from PyPI. No 13.0
+#: cuobjdump wheel exists; a newer cuobjdump reads older fatbins.
 PYPI_TOOLKITS: dict[Version, tuple[str, str]] = {
-    (13, 0): ("13.0.2", "nvidia-cuda-cuobjdump==13.0.85"),
+    (13, 0): ("13.0.2", "nvidia-cuda-cuobjdump==13.5.37"),
 }
 TOOLKIT_EXTRAS = "nvcc,cudart,cublas,cccl,crt,nvvm"
 UNVERSIONED_LINKS = ("libcudart.so", "libcublas.so", "libcublasLt.so")

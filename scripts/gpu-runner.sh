@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# What an offline self-hosted GPU runner runs, from a prefetch folder (nox -s prefetch) carried
+# next to the checkout. Stages run in the order given:
+#   scripts/gpu-runner.sh build smoke bench
+# Environment: ARCHS (default auto = the GPUs present), CUDA_RUNTIME (default: pyproject's),
+# FLAVOUR (smoke/bench one flavour), PYTHON (default python3; its version becomes the build Python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TOOLS=${LW_TOOLS:-/tmp/llama-wheels-tools}
+LLAMA_WHEELS_PYTHON=${LLAMA_WHEELS_PYTHON:-$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}
+export LLAMA_WHEELS_PYTHON
+if [ ! -d "$TOOLS" ]; then
+  "$PY" -m pip install --quiet --no-index --find-links .prefetch/wheels --target "$TOOLS" -r ci/requirements-tools.txt
+fi
+export PYTHONPATH="$TOOLS"
+for stage in "$@"; do
+  case "$stage" in
+    build) "$PY" -m nox -s build_cuda -- --offline --archs "${ARCHS:-auto}" ${CUDA_RUNTIME:+--cuda-runtime "$CUDA_RUNTIME"} ;;
+    smoke) "$PY" -m nox -s smoke -- --offline --require-gpu ${FLAVOUR:+--flavour "$FLAVOUR"} ;;
+    bench) "$PY" -m nox -s bench -- --offline --require-gpu ${FLAVOUR:+--flavour "$FLAVOUR"} ;;
+    check) "$PY" -m nox -s check_wheels -- --offline ;;
+    *) echo "gpu-runner.sh: unknown stage '$stage' (build, smoke, bench, check)" >&2; exit 2 ;;
+  esac
+done
