@@ -50,7 +50,9 @@ class Arch:
         return f"{self.number}{self.feature}"
 
     def cmake(self) -> str:
-        return self.name if self.kind == "both" else f"{self.name}-{self.kind}"
+        # "both" is written out, never as a bare number: in our syntax a bare number means SASS only,
+        # so what we print parses back to the same set.
+        return f"{self.name}-real;{self.name}-virtual" if self.kind == "both" else f"{self.name}-{self.kind}"
 
     @property
     def has_sass(self) -> bool:
@@ -131,7 +133,8 @@ def resolve_named(name: str, named: Mapping[str, str]) -> str:
     options = [*named, *SPECIAL_SETS]
     close = difflib.get_close_matches(name, options, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    raise ConfigError(f"unknown arch set '{name}'", f"{hint}configured: {', '.join(sorted(options))}")
+    raise ConfigError(f"unknown arch set '{name}' (and not a CUDA architecture)",
+                      f"{hint}configured: {', '.join(sorted(options))}")
 
 
 def parse_arch_set(spec: str, named: Mapping[str, str] | None = None, *, ptx: str = "highest",
@@ -142,8 +145,8 @@ def parse_arch_set(spec: str, named: Mapping[str, str] | None = None, *, ptx: st
     if text in named:
         source = source or f"arch set '{text}' = {named[text]}"
         text = named[text]
-    elif re.fullmatch(r"[A-Za-z][\w-]*", text) and not _TOKEN.match(text.lower()):
-        resolve_named(text, named)  # raises with did-you-mean
+    elif not re.search(r"\d", text) and text:
+        resolve_named(text, named)  # a name, not an arch: raises with did-you-mean
     archs: list[Arch] = []
     for tok in split_spec(text):
         archs.extend(parse_arch(tok))

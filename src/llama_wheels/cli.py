@@ -23,10 +23,10 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message}", f"see {self.prog} --help")
 
 
-def project_root() -> Path:
-    env = os.environ.get("LLAMA_WHEELS_ROOT")
-    if env:
-        return Path(env).resolve()
+def project_root(env: Mapping[str, str]) -> Path:
+    """LLAMA_WHEELS_ROOT, else the nearest folder up whose pyproject.toml is llama-wheels'."""
+    if env.get("LLAMA_WHEELS_ROOT"):
+        return Path(env["LLAMA_WHEELS_ROOT"]).resolve()
     here = Path.cwd().resolve()
     for p in (here, *here.parents):
         if (p / "pyproject.toml").exists() and "llama-wheels" in (p / "pyproject.toml").read_text(encoding="utf-8"):
@@ -37,7 +37,7 @@ def project_root() -> Path:
 def _options(cli: Mapping[str, Any], env: Mapping[str, str], log: Logger, quiet: bool = False) -> Any:
     from llama_wheels.config import resolve
 
-    options = resolve(project_root(), env, {k: v for k, v in cli.items() if v is not None})
+    options = resolve(project_root(env), env, {k: v for k, v in cli.items() if v is not None})
     if not quiet:
         log.info("llama-wheels options:")
         for line in options.describe():

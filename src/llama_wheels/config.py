@@ -12,7 +12,7 @@ import shlex
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
 }
 SCALAR_KEYS = tuple(k for k, v in DEFAULTS.items() if not isinstance(v, dict))
 #: Environment variables with our prefix that are not options.
-ENV_NON_OPTIONS = frozenset({"LLAMA_WHEELS_DEBUG"})
+ENV_NON_OPTIONS = frozenset({"LLAMA_WHEELS_DEBUG", "LLAMA_WHEELS_ROOT"})
 VARIANT_KEYS = frozenset({"extras", "cmake-args"})
 _CUDA_RE = re.compile(r"^(auto|system|pypi:\d+\.\d+)$")
 
@@ -161,7 +161,7 @@ def env_values(env: Mapping[str, str]) -> dict[str, Any]:
 
 def default_build_dir(root: Path, windows: bool) -> Path:
     # The guide's `set TEMP=D:\temp`: short, because MSVC + CUDA + CMake paths overflow MAX_PATH.
-    return Path(PureWindowsPath("C:/lwb")) if windows else root / "build"
+    return Path(r"C:\lwb") if windows else root / "build"
 
 
 def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = None,

@@ -20,6 +20,9 @@ class FatalError(Exception):
     def one_line(self) -> str:
         return f"{self.message}; {self.remedy}" if self.remedy else self.message
 
+    def __str__(self) -> str:
+        return self.one_line()
+
 
 class ConfigError(FatalError):
     """Bad configuration: pyproject table, environment variable or CLI flag."""

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import pytest
+
+from llama_wheels.archs import Arch, check_toolkit, parse_arch, parse_arch_set
+from llama_wheels.compat import ARCH_SUPPORT, arch_floor
+from llama_wheels.errors import ArchError, ConfigError
+
+NAMED = {"universal": "86;89;120", "hopper": "90"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("86", Arch(86, "", "real")),
+    ("8.6", Arch(86, "", "real")),
+    ("sm_86", Arch(86, "", "real")),
+    ("compute_86", Arch(86, "", "virtual")),
+    ("86-real", Arch(86, "", "real")),
+    ("86-virtual", Arch(86, "", "virtual")),
+    ("90a", Arch(90, "a", "real")),
+    ("sm_90a", Arch(90, "a", "real")),
+    ("120a", Arch(120, "a", "real")),
+    ("12.0", Arch(120, "", "real")),
+    ("100f", Arch(100, "f", "real")),
+])
+def test_parse_one(text: str, expected: Arch) -> None:
+    assert parse_arch(text) == [expected]
+
+
+@pytest.mark.parametrize("bad", ["banana", "sm_86x", "86;;", "86;", ";86", "", "85", "86-fake", "compute_86-real"])
+def test_bad_arch_is_one_clear_error(bad: str) -> None:
+    with pytest.raises((ArchError, ConfigError)) as e:
+        parse_arch_set(bad, NAMED)
+    assert "\n" not in e.value.one_line()
+    assert e.value.remedy
+
+
+def test_unknown_set_name_suggests() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_arch_set("univrsal", NAMED)
+    assert "did you mean 'universal'" in e.value.remedy
+
+
+def test_universal_becomes_120a_and_gets_portable_ptx() -> None:
+    s = parse_arch_set("universal", NAMED)
+    assert s.cmake() == "86-real;89-real;89-virtual;120a-real"
+    assert s.sass == ("sm_86", "sm_89", "sm_120a")
+    assert s.ptx == ("compute_89",)
+    assert any("becomes 120a" in n for n in s.notes)
+    assert s.token == "sm86-89-120"
+    assert s.arch_list == (860, 890, 1200)
+
+
+def test_ptx_none_and_explicit_kinds_are_kept() -> None:
+    assert parse_arch_set("90", ptx="none").cmake() == "90-real"
+    assert parse_arch_set("90").cmake() == "90-real;90-virtual"
+    assert parse_arch_set("86-real;90-virtual").cmake() == "86-real;90-virtual"
+    assert parse_arch_set("86,86-real,8.6").cmake() == "86-real;86-virtual"  # merged, PTX added once
+    s = parse_arch_set("86-real;89;120")
+    assert parse_arch_set(s.cmake(), ptx="none") == type(s)(s.archs, source=s.cmake())  # round trip
+
+
+def test_120_alone_has_no_portable_ptx() -> None:
+    s = parse_arch_set("120")
+    assert s.cmake() == "120a-real" and s.ptx == ()
+
+
+@pytest.mark.parametrize(("spec", "cuda", "fragment"), [
+    ("120", (12, 4), "sm_120 (Blackwell (RTX 50xx, RTX PRO)) needs CUDA >= 12.8"),
+    ("61", (13, 0), "its lowest is sm_75"),
+    ("90", (11, 7), "needs CUDA >= 11.8"),
+    ("90a", (11, 8), None),  # 90 ok on 11.8, but the 'a' suffix needs 12.0
+    ("121", (12, 8), "needs CUDA >= 12.9"),
+    ("101", (13, 0), "not supported by CUDA 13.0"),
+])
+def test_toolkit_rejects(spec: str, cuda: tuple[int, int], fragment: str | None) -> None:
+    problems = check_toolkit(parse_arch_set(spec, ptx="none"), cuda)
+    assert problems
+    if fragment:
+        assert fragment in problems[0]
+    assert all("; " in p for p in problems)  # every problem names its fix
+
+
+@pytest.mark.parametrize("number", sorted(ARCH_SUPPORT))
+def test_every_arch_row(number: int) -> None:
+    s = ARCH_SUPPORT[number]
+    arch = parse_arch_set(str(number), ptx="none")
+    assert check_toolkit(arch, s.first) == []
+    assert check_toolkit(arch, (s.first[0], s.first[1] - 1) if s.first[1] else (s.first[0] - 1, 9))
+    if s.last_exclusive:
+        assert check_toolkit(arch, s.last_exclusive)
+
+
+def test_cuda13_floor_is_75() -> None:
+    assert arch_floor((13, 0)) == 75
+    assert arch_floor((12, 4)) == 50

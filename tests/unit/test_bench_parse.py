@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from llama_wheels.bench import parse_llama_bench, stats
+from llama_wheels.build import parse_archs_line, stats_delta
+
+LLAMA_BENCH_JSON = """[
+  {"build_commit": "x", "n_prompt": 512, "n_gen": 0, "avg_ts": 38000.5, "stddev_ts": 10.0,
+   "samples_ts": [37900.0, 38100.0]},
+  {"build_commit": "x", "n_prompt": 0, "n_gen": 128, "avg_ts": 834.7, "stddev_ts": 1.0, "samples_ts": [834.0, 835.4]}
+]"""
+
+
+def test_llama_bench_json() -> None:
+    assert parse_llama_bench("log line\n" + LLAMA_BENCH_JSON) == {"pp": [37900.0, 38100.0], "tg": [834.0, 835.4]}
+
+
+def test_stats_and_archs() -> None:
+    assert stats([1.0, 3.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    info = "CUDA : ARCHS = 860,890,1200 | USE_GRAPHS = 1 | CPU : AVX2 = 1"
+    assert parse_archs_line(info) == [860, 890, 1200]
+    assert parse_archs_line("CPU : AVX2 = 1") == []
+
+
+def test_ccache_delta() -> None:
+    d = stats_delta({"direct_cache_hit": 10, "cache_miss": 5}, {"direct_cache_hit": 30, "preprocessed_cache_hit": 2,
+                                                                "cache_miss": 6})
+    assert (d.hits, d.misses, d.describe()) == (22, 1, "22/23 (96%)")

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+
+from llama_wheels.config import resolve
+from llama_wheels.errors import ConfigError
+
+
+def test_defaults(options) -> None:
+    o = options()
+    assert o.llama_cpp_python == "0.3.36" and o.python == "3.11"
+    assert o.arch_sets["universal"] == "86;89;120"
+    assert [v.name for v in o.variants] == ["default", "server"]
+    assert o.variant("server").extras == ("server",)
+    assert o.build_dir == o.project_root / "build"
+
+
+def test_precedence_defaults_pyproject_env_cli(options) -> None:
+    o = options('python = "3.12"\ncuda = "system"\n', env={"LLAMA_WHEELS_CUDA": "pypi:13.0"}, cli={"cuda": "auto"})
+    assert o.python == "3.12" and o.origin["python"] == "pyproject"
+    assert o.cuda == "auto" and o.origin["cuda"] == "cli"
+    o = options('cuda = "system"\n', env={"LLAMA_WHEELS_CUDA": "pypi:13.0"})
+    assert o.cuda == "pypi:13.0" and o.origin["cuda"] == "env"
+
+
+def test_env_list_is_shell_split(options) -> None:
+    o = options(env={"LLAMA_WHEELS_CMAKE_ARGS": "-DGGML_CUDA_FORCE_MMQ=ON '-DX=a b'"})
+    assert o.cmake_args == ("-DGGML_CUDA_FORCE_MMQ=ON", "-DX=a b")
+
+
+def test_windows_default_build_dir_is_short(project) -> None:
+    o = resolve(project(), {}, windows=True)
+    assert str(o.build_dir).replace("\\", "/") == "C:/lwb"
+
+
+def test_describe_names_sources(options) -> None:
+    text = "\n".join(options('python = "3.12"\n').describe())
+    assert "python            3.12  (pyproject)" in text and "(default)" in text
+
+
+@pytest.mark.parametrize(("body", "env", "fragment"), [
+    ('pyhton = "3.11"\n', {}, "did you mean 'python'?"),
+    ("python = [\n", {}, "is not valid TOML"),
+    ('arch-sets = "86"\n', {}, "arch-sets must be a dict"),
+    ('[tool.llama-wheels.arch-sets]\nx = 86\n', {}, "must be a string"),
+    ('[tool.llama-wheels.arch-sets]\nx = "banana"\n', {}, "banana"),
+    ('[tool.llama-wheels.arch-sets]\nauto = "90"\n', {}, "may not be named 'auto'"),
+    ('[tool.llama-wheels.variants.server]\nextra = ["server"]\n', {}, "did you mean 'extras'?"),
+    ('cuda = "12.4"\n', {}, "use auto, system or pypi"),
+    ('cuda-runtime = "static"\n', {}, "pip, system or bundle"),
+    ('python = "3"\n', {}, "major.minor"),
+    ('sdist-sha256 = "abc"\n', {}, "not a sha256"),
+    ('llama-cpp-python = "0.3.99"\n', {}, "without its sdist sha256"),
+    ('llama-cpp-python = "latest"\n', {}, "is not a version"),
+    ("", {"LLAMA_WHEELS_CUDAA": "system"}, "did you mean 'LLAMA_WHEELS_CUDA'?"),
+    ('default-arch-set = "hoper"\n', {}, "did you mean 'hopper'?"),
+])
+def test_bad_config_is_one_line(options, body: str, env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        options(body, env=env)
+    assert fragment in e.value.one_line()
+    assert e.value.return_code == 2
+
+
+def test_malformed_table(project) -> None:
+    root = project()
+    (root / "pyproject.toml").write_text('[tool]\nllama-wheels = 3\n')
+    with pytest.raises(ConfigError, match="must be a table"):
+        resolve(root, {})
+
+
+def test_version_with_its_sha_is_fine(options) -> None:
+    o = options('llama-cpp-python = "0.3.99"\nsdist-sha256 = "' + "a" * 64 + '"\n')
+    assert o.llama_cpp_python == "0.3.99"
+
+
+def test_unknown_variant_suggests(options) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'server'"):
+        options().variant("sever")
+
+
+def test_options_are_frozen(options) -> None:
+    o = options()
+    with pytest.raises(AttributeError):
+        o.python = "3.12"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        o.arch_sets["x"] = "90"  # type: ignore[index]

@@ -1,0 +1,48 @@
+"""The arch-coverage verdict for every GPU the tables know against representative binaries."""
+
+from __future__ import annotations
+
+import pytest
+
+from llama_wheels.archs import parse_arch_set
+from llama_wheels.compat import ARCH_SUPPORT
+from llama_wheels.coverage import coverage_verdict
+
+
+def kind(gpu: int, spec: str) -> str:
+    return coverage_verdict(gpu, parse_arch_set(spec, ptx="none")).kind
+
+
+@pytest.mark.parametrize(("gpu", "spec", "expected"), [
+    (90, "90-real", "native"),
+    (90, "89-real", "cannot-run"),
+    (90, "89-real;89-virtual", "ptx-jit"),
+    (90, "80-real;90-virtual", "ptx-jit"),
+    (86, "80-real", "native"),  # sm_80 cubin runs on 8.6 (same major, lower minor)
+    (80, "86-real", "cannot-run"),  # but not the other way round
+    (89, "86-real;89-virtual", "native"),  # an 8.6 cubin runs on 8.9
+    (89, "80-virtual", "ptx-jit"),
+    (120, "120a-real", "native"),
+    (121, "120a-real", "cannot-run"),  # arch-specific cubins run on exactly one capability
+    (120, "120a-virtual", "ptx-jit"),
+    (121, "120a-virtual", "cannot-run"),  # arch-specific PTX is not forward-compatible
+    (103, "100f-real", "native"),  # family cubin runs within its major
+    (120, "86-real;89-real;89-virtual;120a-real", "native"),
+    # the guide's universal set on an H100: JIT from compute_89
+    (90, "86-real;89-real;89-virtual;120a-real", "ptx-jit"),
+    (75, "86-real;89-real;89-virtual;120a-real", "cannot-run"),
+])
+def test_verdicts(gpu: int, spec: str, expected: str) -> None:
+    assert kind(gpu, spec) == expected
+
+
+@pytest.mark.parametrize("gpu", sorted(ARCH_SUPPORT))
+def test_every_capability_native_ptx_and_none(gpu: int) -> None:
+    assert kind(gpu, f"{gpu}-real") == "native"
+    lower = [n for n in ARCH_SUPPORT if n < gpu]
+    if lower:
+        assert kind(gpu, f"{min(lower)}-virtual") == "ptx-jit"
+    higher = [n for n in ARCH_SUPPORT if n > gpu]
+    if higher:
+        v = coverage_verdict(gpu, parse_arch_set(f"{max(higher)}-real", ptx="none"))
+        assert v.kind == "cannot-run" and f"--archs {gpu}" in v.message

@@ -1,0 +1,124 @@
+"""Doctor verdicts on facts built from recorded tool output (Windows/MSVC and GPUs are faked here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llama_wheels.detect import Facts, Toolkit, parse_cl_banner, parse_nvidia_smi_banner, parse_nvidia_smi_csv
+from llama_wheels.doctor import diagnose, preflight, render, report_json
+from llama_wheels.errors import PreflightError
+
+
+def facts(fixture_text, *, compiler="gxx12", toolkits=("13.0",), gpu=None, python="3.11") -> Facts:
+    f = Facts(os="Linux", machine="x86_64", python="3.11", pythons={python: "/usr/bin/python" + python},
+              tools={"cmake": "3.25.1", "ninja": "1.11.1", "git": "2.39", "ccache": "4.14", "sccache": "", "cargo": ""},
+              disk_free_bytes=50 * 1024**3, disk_path="/b")
+    if compiler == "gxx12":
+        f.compiler = {"kind": "gcc", "path": "/usr/bin/g++", "version": "12.2.0"}
+    elif compiler == "gcc16":
+        f.compiler = {"kind": "gcc", "path": "/usr/bin/g++", "version": "16.1.0"}
+    elif compiler.startswith("cl-"):
+        b = parse_cl_banner(fixture_text(compiler))
+        assert b
+        f.compiler = {"kind": "msvc", "path": "cl.exe", "version": b.version, "msc_ver": str(b.msc_ver),
+                      "visual_studio": b.visual_studio, "target": b.target}
+    for tk in toolkits:
+        complete = not tk.endswith("-nocublas")
+        v = tk.removesuffix("-nocublas")
+        major, minor = (int(x) for x in v.split("."))
+        f.toolkits.append(Toolkit(f"/usr/local/cuda-{v}", f"/usr/local/cuda-{v}/bin/nvcc", (major, minor), v + ".0",
+                                  "PATH", () if complete else ("cuBLAS headers (include/cublas_v2.h)",)))
+    if gpu:
+        f.driver, f.driver_cuda = parse_nvidia_smi_banner(fixture_text(gpu[0]))  # type: ignore[misc]
+        f.gpus = parse_nvidia_smi_csv(fixture_text(gpu[1]))
+    return f
+
+
+def topics(diag, level: str) -> list[str]:
+    return [v.topic for v in diag.verdicts if v.level == level]
+
+
+def test_clean_linux_cpu_machine(options, fixture_text) -> None:
+    d = diagnose(options(), facts(fixture_text), arch_spec=None, cuda=None)
+    assert d.ok, render(facts(fixture_text), d)
+    assert d.arch_set is not None and "no GPU found" in d.arch_set.source
+    assert d.toolkit.source == "system"
+    preflight(d)
+
+
+def test_incomplete_nvcc_auto_falls_back_to_pypi(options, fixture_text) -> None:
+    d = diagnose(options(), facts(fixture_text, toolkits=("13.0-nocublas",)), arch_spec="90", cuda=None)
+    assert d.ok and d.toolkit.source == "pypi" and "lacks cuBLAS" in d.toolkit.why
+
+
+def test_incomplete_nvcc_with_system_fails(options, fixture_text) -> None:
+    d = diagnose(options(), facts(fixture_text, toolkits=("13.0-nocublas",)), arch_spec="90", cuda="system")
+    assert topics(d, "fail") == ["cuda toolkit"]
+    with pytest.raises(PreflightError, match="lacks cuBLAS") as e:
+        preflight(d)
+    assert "pypi:13.0" in e.value.remedy
+
+
+def test_sm120_needs_cuda_12_8(options, fixture_text) -> None:
+    d = diagnose(options(), facts(fixture_text, toolkits=("12.4",)), arch_spec="universal", cuda="system")
+    fails = [v for v in d.verdicts if v.level == "fail"]
+    assert fails and "sm_120" in fails[0].message and "12.8" in fails[0].message
+
+
+def test_sm61_below_cuda13_floor(options, fixture_text) -> None:
+    d = diagnose(options(), facts(fixture_text), arch_spec="61", cuda="system")
+    assert any("lowest is sm_75" in v.message for v in d.failures())
+
+
+def test_gcc_too_new(options, fixture_text) -> None:
+    d = diagnose(options(), facts(fixture_text, compiler="gcc16"), arch_spec="90", cuda="system")
+    (v,) = d.failures()
+    assert v.topic == "host compiler" and "gcc <= 15" in v.message and "gcc-15" in v.fix
+
+
+def test_msvc_x86_prompt_is_refused(options, fixture_text) -> None:
+    d = diagnose(options(), facts(fixture_text, compiler="cl-19.44-x86.txt"), arch_spec="90", cuda="system")
+    (v,) = d.failures()
+    assert "targets x86" in v.message and "x64 Native Tools" in v.fix
+
+
+def test_msvc_2026_too_new_for_cuda13(options, fixture_text) -> None:
+    d = diagnose(options(), facts(fixture_text, compiler="cl-19.50-x64.txt"), arch_spec="90", cuda="system")
+    (v,) = d.failures()
+    assert "1920-1949" in v.message and "Visual Studio 2026" in v.message
+
+
+def test_msvc_2022_ok(options, fixture_text) -> None:
+    d = diagnose(options(), facts(fixture_text, compiler="cl-19.44-x64.txt"), arch_spec="90", cuda="system")
+    assert d.ok
+
+
+def test_gpu_auto_and_driver(options, fixture_text) -> None:
+    f = facts(fixture_text, gpu=("nvidia-smi-h100.txt", "nvidia-smi-query-h100.csv"))
+    d = diagnose(options(), f, arch_spec="auto", cuda="system")
+    assert d.ok and d.arch_set is not None and d.arch_set.cmake() == "90-real;90-virtual"
+    assert "H100" in d.arch_set.source
+    assert any(v.topic == "driver" and v.level == "ok" for v in d.verdicts)
+    assert any(v.topic == "gpu" and "native" in v.message for v in d.verdicts)
+
+
+def test_old_driver_fails_for_cuda13(options, fixture_text) -> None:
+    f = facts(fixture_text, gpu=("nvidia-smi-windows-rtx4090.txt", "nvidia-smi-query-rtx4090.csv"))
+    d = diagnose(options(), f, arch_spec="auto", cuda="system")
+    assert [v.topic for v in d.failures()] == ["driver"]
+
+
+def test_missing_python_and_cargo(options, fixture_text) -> None:
+    d = diagnose(options(), facts(fixture_text, python="3.12"), arch_spec="90", cuda="system", all_from_source=True)
+    assert sorted(v.topic for v in d.failures()) == ["cargo", "python"]
+
+
+def test_json_report_fields(options, fixture_text) -> None:
+    f = facts(fixture_text, gpu=("nvidia-smi-h100.txt", "nvidia-smi-query-h100.csv"))
+    data = json.loads(report_json(f, diagnose(options(), f, arch_spec=None, cuda=None)))
+    assert set(data) == {"facts", "arch_set", "arch_set_source", "toolkit", "verdicts", "ok"}
+    assert {"os", "machine", "pythons", "compiler", "toolkits", "driver", "gpus", "tools", "disk_free_bytes"} <= set(
+        data["facts"])
+    assert data["facts"]["toolkits"][0]["complete"] is True

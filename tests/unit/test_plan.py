@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from llama_wheels.archs import parse_arch_set
+from llama_wheels.doctor import ToolkitChoice
+from llama_wheels.errors import ConfigError
+from llama_wheels.plan import make_plan
+
+PYPI = ToolkitChoice("pypi", (13, 0), None, "NVIDIA's PyPI cuda-toolkit 13.0")
+
+
+def test_one_compile_serves_both_variants(options) -> None:
+    o = options()
+    (step,) = make_plan(o, arch_set=parse_arch_set("90"), toolkit=PYPI, variants=None, launcher="/v/bin/ccache",
+                        no_vmm=True)
+    root = o.cache_dir / "toolkits" / "cu130" / "nvidia" / "cu13"
+    assert step.flavour == "cu130-sm90" and step.label == "cu130.sm90" and step.version == "0.3.36+cu130.sm90"
+    assert step.variants == ("default", "server") and step.extras == ("server",)
+    assert step.cmake_args == (
+        "-DGGML_NATIVE=OFF", "-DGGML_CCACHE=OFF", "-DGGML_CUDA=on", "-DCMAKE_CUDA_ARCHITECTURES=90-real;90-virtual",
+        f"-DCUDAToolkit_ROOT={root}", f"-DCMAKE_CUDA_COMPILER={root}/bin/nvcc", "-DGGML_CUDA_NO_VMM=ON",
+        "-DCMAKE_C_COMPILER_LAUNCHER=/v/bin/ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=/v/bin/ccache",
+        "-DCMAKE_CUDA_COMPILER_LAUNCHER=/v/bin/ccache")
+    assert shlex.split(step.env["CMAKE_ARGS"]) == list(step.cmake_args)
+    assert step.env["TMP"] == step.env["TEMP"] == str(o.build_dir / "tmp")
+    assert step.env["CCACHE_BASEDIR"] == str(o.build_dir) and step.env["CCACHE_NOHASHDIR"] == "true"
+    assert "SOURCE_DATE_EPOCH" not in step.env  # it would drop AVX2 from the CPU backend
+    assert step.build_dir == o.build_dir / "cu130-sm90" and step.out_dir == o.wheelhouse / "cu130-sm90"
+    assert step.cuda_runtime == "pip"
+
+
+def test_variant_with_own_flags_gets_own_compile(options) -> None:
+    o = options('[tool.llama-wheels.variants.default]\nextras = []\n[tool.llama-wheels.variants.server]\n'
+                'extras = ["server"]\n[tool.llama-wheels.variants.mmq]\ncmake-args = ["-DGGML_CUDA_FORCE_MMQ=ON"]\n')
+    steps = make_plan(o, arch_set=parse_arch_set("universal", o.arch_sets), toolkit=PYPI, variants=None,
+                      launcher=None, no_vmm=False)
+    assert [(s.flavour, s.variants) for s in steps] == [
+        ("cu130-sm86-89-120", ("default", "server")), ("cu130-sm86-89-120-mmq", ("mmq",))]
+    assert steps[1].cmake_args[-1] == "-DGGML_CUDA_FORCE_MMQ=ON" and steps[1].label == "cu130.sm86.89.120.mmq"
+    assert not any("LAUNCHER" in a for a in steps[0].cmake_args)
+
+
+def test_system_toolkit_and_cpu_and_extra_args(options) -> None:
+    o = options('cmake-args = ["-DGGML_CUDA_FA=OFF"]\n')
+    sysk = ToolkitChoice("system", (12, 9), None, "system")
+    (step,) = make_plan(o, arch_set=parse_arch_set("89"), toolkit=sysk, variants=["default"], launcher=None,
+                        no_vmm=False, jobs=4, cuda_runtime="system")
+    assert step.flavour == "cu129-sm89" and step.variants == ("default",) and step.extras == ()
+    assert not any(a.startswith("-DCUDAToolkit_ROOT") for a in step.cmake_args)
+    assert step.cmake_args[-1] == "-DGGML_CUDA_FA=OFF" and step.env["CMAKE_BUILD_PARALLEL_LEVEL"] == "4"
+    (cpu,) = make_plan(o, arch_set=None, toolkit=ToolkitChoice("none", None), variants=None, launcher=None,
+                       no_vmm=True)
+    assert cpu.flavour == "cpu" and cpu.version == "0.3.36+cpu" and cpu.cuda_runtime == "none"
+    assert not any(a.startswith(("-DGGML_CUDA=", "-DCMAKE_CUDA", "-DCUDAToolkit")) for a in cpu.cmake_args)
+
+
+def test_unknown_variant(options) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'server'"):
+        make_plan(options(), arch_set=None, toolkit=PYPI, variants=["servr"], launcher=None, no_vmm=False)
+
+
+def test_describe_lists_env_and_archs(options) -> None:
+    (step,) = make_plan(options(), arch_set=parse_arch_set("90"), toolkit=PYPI, variants=None, launcher=None,
+                        no_vmm=False)
+    text = "\n".join(step.describe())
+    assert "archs      90-real;90-virtual" in text and "CMAKE_ARGS=" in text and Path(step.out_dir).name in text

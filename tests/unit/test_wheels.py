@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from llama_wheels.wheels import check_wheel, slim, unversioned
+
+from ._wheelmaker import make_wheel
+
+LIB = b"\x7fELF-not-really" + b"x" * 5000
+
+
+def test_good_wheel_passes(tmp_path: Path) -> None:
+    rep = check_wheel(make_wheel(tmp_path, files={"llama_cpp/lib/libllama.so": LIB}))
+    assert rep.ok, rep.problems
+    assert rep.libs == ["llama_cpp/lib/libllama.so"]
+
+
+def test_tampered_record(tmp_path: Path) -> None:
+    rep = check_wheel(make_wheel(tmp_path, tamper="llama_cpp/__init__.py"))
+    assert rep.problems == ["RECORD hash mismatch for llama_cpp/__init__.py (tampered or stale RECORD)"]
+
+
+def test_label_mismatch(tmp_path: Path) -> None:
+    rep = check_wheel(make_wheel(tmp_path, "0.3.36+cu130.sm90", meta_version="0.3.36"))
+    assert rep.problems == ["label mismatch: filename says 0.3.36+cu130.sm90, METADATA says 0.3.36"]
+
+
+def test_stray_top_level_lib_and_duplicates(tmp_path: Path) -> None:
+    rep = check_wheel(make_wheel(tmp_path, files={"llama_cpp/lib/libllama.so": LIB, "lib/libllama.so.0": LIB}))
+    assert "stray top-level 'lib/' (would install into site-packages/lib)" in rep.problems
+    assert "duplicate payload: lib/libllama.so.0, llama_cpp/lib/libllama.so" in rep.problems
+
+
+def test_runtime_policy_consistency(tmp_path: Path) -> None:
+    plain = make_wheel(tmp_path / "a" if (tmp_path / "a").mkdir() is None else tmp_path)
+    assert check_wheel(plain, cuda_runtime="pip").problems == [
+        "cuda-runtime pip, but METADATA has no nvidia-cuda-runtime/nvidia-cublas requirement"]
+    (tmp_path / "b").mkdir()
+    with_nv = make_wheel(tmp_path / "b", requires=("nvidia-cuda-runtime~=13.0", "nvidia-cublas~=13.0"))
+    assert check_wheel(with_nv, cuda_runtime="pip").ok
+    assert check_wheel(with_nv, cuda_runtime="system").problems == [
+        "cuda-runtime system, but METADATA requires NVIDIA runtime wheels"]
+    (tmp_path / "c").mkdir()
+    driver = make_wheel(tmp_path / "c", files={"llama_cpp/lib/libcuda.so.1": b"d"})
+    assert any("driver library" in p for p in check_wheel(driver).problems)
+
+
+def test_unversioned() -> None:
+    assert unversioned("libggml-base.so.0.25.3") == "libggml-base.so"
+    assert unversioned("libllama.so.0") == "libllama.so"
+    assert unversioned("ggml.dll") == "ggml.dll"
+
+
+def test_slim_windows_layout(tmp_path: Path) -> None:
+    """A Windows wheel from llama.cpp's install rules: DLLs in bin/ and llama_cpp/lib/, import libs,
+    headers and CMake files at the top. Only llama_cpp/ and the dist-info stay."""
+    root = tmp_path / "llama_cpp_python-0.3.36"
+    files = ["llama_cpp/lib/ggml.dll", "llama_cpp/lib/llama.dll", "llama_cpp/lib/ggml-cuda.dll", "bin/ggml.dll",
+             "bin/llama.dll", "bin/ggml-cuda.dll", "lib/ggml.lib", "lib/cmake/ggml/ggml-config.cmake",
+             "include/llama.h", "llama_cpp/__init__.py", "llama_cpp_python-0.3.36.dist-info/METADATA"]
+    for f in files:
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / f).write_bytes(b"MZ" + f.encode())
+    rep = slim(root)
+    assert sorted(rep.dropped) == ["bin/", "include/", "lib/"]
+    left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert left == ["llama_cpp/__init__.py", "llama_cpp/lib/ggml-cuda.dll", "llama_cpp/lib/ggml.dll",
+                    "llama_cpp/lib/llama.dll", "llama_cpp_python-0.3.36.dist-info/METADATA"]
