@@ -29,7 +29,8 @@ TOOLS = ["-r", "ci/requirements-tools.txt"]
 def install(session: nox.Session, *groups: str, project: bool = True) -> None:
     """Install dependency groups (and this project), from the prefetch folder when --offline is given."""
     reqs = [r for g in groups for r in nox.project.dependency_groups(PYPROJECT, g)]
-    where = ["--no-index", "--find-links", str(OPTIONS.prefetch_dir / "wheels")] if "--offline" in session.posargs else []
+    offline = "--offline" in session.posargs
+    where = ["--no-index", "--find-links", str(OPTIONS.prefetch_dir / "wheels")] if offline else []
     session.install(*where, *reqs, *(["."] if project else []))
 
 
@@ -40,7 +41,7 @@ def lw(session: nox.Session, *args: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (real pip, venv, cmake, compiler; no GPU needed)."""
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test"), *TOOLS)
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test", "build"), *TOOLS)
     session.run("pytest", *(session.posargs or ["tests"]))
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from invoke import Collection, Context, Exit, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
 
 sys.path.insert(0, str(Path(__file__).parent / "src"))
-from llama_wheels.cli import main  # noqa: E402
+from llama_wheels.cli import main
 
 
 def _run(args: list[str]) -> None:

@@ -65,7 +65,6 @@ def _tps(n, seconds):
 def check_bench_lowlevel(args):
     """llama-bench's loop through the wheel's C API: pp = one batch of n_prompt tokens, tg = n_gen
     single-token decodes, each followed by llama_synchronize; memory cleared between repetitions."""
-    import ctypes
     import random
 
     import llama_cpp as L

@@ -161,7 +161,8 @@ def finish(archs: Sequence[Arch], *, ptx: str = "highest", source: str = "") -> 
     out: list[Arch] = []
     for a in archs:
         if a.number in LLAMA_CPP_REWRITES_TO_A and a.feature == "":
-            notes.append(f"{a.cmake()} becomes {a.number}a (llama.cpp rewrites it; the code runs on sm_{a.number} only)")
+            notes.append(f"{a.cmake()} becomes {a.number}a "
+                         f"(llama.cpp rewrites it; the code runs on sm_{a.number} only)")
             a = Arch(a.number, "a", a.kind)
         out.append(a)
     explicit_ptx = any(a.has_ptx for a in out)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ from llama_wheels.log import Logger, render_markdown
 from llama_wheels.model import BENCH, cached_model, validate
 from llama_wheels.plan import ccache_env
 from llama_wheels.smoke import make_venv, probe, select_wheels
+
 
 def stats(values: Sequence[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 1), "min": round(min(values), 1),
@@ -103,7 +103,7 @@ def run_bench(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     ngl = 99 if gpus else 0
     python = find_pythons([options.python], env, os.name == "nt").get(options.python)
     if python is None:
-        raise ConfigError(f"Python {options.python} was not found", f"install it or set LLAMA_WHEELS_PYTHON")
+        raise ConfigError(f"Python {options.python} was not found", "install it or set LLAMA_WHEELS_PYTHON")
     mark_owned(options.build_dir)
     work = options.build_dir / "bench"
     work.mkdir(parents=True, exist_ok=True)

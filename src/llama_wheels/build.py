@@ -142,7 +142,8 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
         final_staged = wheels.pack(root, staging / "final")
     report = wheels.check_wheel(final_staged, cuda_runtime=step.cuda_runtime if step.arch_set else None)
     if not report.ok:
-        raise BuildFailed(f"wheel check failed for {final_staged.name}: {report.problems[0]}", "see nox -s check_wheels")
+        raise BuildFailed(f"wheel check failed for {final_staged.name}: {report.problems[0]}",
+                          "see nox -s check_wheels")
     deps_added = _gather_deps(step, options, final_staged, env, offline, all_from_source)
     result.seconds = time.monotonic() - t0
     result.cpu_seconds = _children_cpu() - c0

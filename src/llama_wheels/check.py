@@ -35,6 +35,7 @@ def run(options: Options, paths: list[Path], log: Logger) -> int:
         for p in rep.problems:
             log.error(f"{w.name}: {p}")
         bad += not rep.ok
-        rows.append([w.name, fmt_bytes(rep.size), rep.sha256[:12], "ok" if rep.ok else f"{len(rep.problems)} problem(s)"])
+        result = "ok" if rep.ok else f"{len(rep.problems)} problem(s)"
+        rows.append([w.name, fmt_bytes(rep.size), rep.sha256[:12], result])
     log.table("wheel check", ["wheel", "size", "sha256", "result"], rows)
     return 9 if bad else 0

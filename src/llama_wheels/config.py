@@ -109,14 +109,18 @@ def _did_you_mean(key: str, known: list[str]) -> str:
     return f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
 
 
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax at that line") from None
+
+
 def load_pyproject(root: Path) -> dict[str, Any]:
     path = root / "pyproject.toml"
     if not path.is_file():
         return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax at that line") from None
+    data = load_toml(path)
     table = data.get("tool", {}).get("llama-wheels", {})
     if not isinstance(table, dict):
         raise ConfigError(f"[{TABLE}] in {path} must be a table", f"write it as a [{TABLE}] section")
@@ -194,7 +198,8 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
     if not re.fullmatch(r"\d+\.\d+", str(merged["python"])):
         raise ConfigError(f"python = '{merged['python']}' is not a major.minor version", "write it like 3.11")
     if not _CUDA_RE.match(str(merged["cuda"])):
-        raise ConfigError(f"cuda = '{merged['cuda']}' is not valid", "use auto, system or pypi:<major.minor>, e.g. pypi:13.0")
+        raise ConfigError(f"cuda = '{merged['cuda']}' is not valid",
+                          "use auto, system or pypi:<major.minor>, e.g. pypi:13.0")
     if merged["cuda-runtime"] not in ("pip", "system", "bundle"):
         raise ConfigError(f"cuda-runtime = '{merged['cuda-runtime']}' is not valid", "use pip, system or bundle")
     arch_sets = {str(k): str(v) for k, v in merged["arch-sets"].items()}

@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-from llama_wheels.archs import ArchSet, check_toolkit, finish, parse_arch_set
 from llama_wheels.archs import Arch as _Arch
+from llama_wheels.archs import ArchSet, check_toolkit, finish, parse_arch_set
 from llama_wheels.compat import Version, driver_verdict, highest_cuda_for_driver, host_limits, vstr
 from llama_wheels.config import Options
 from llama_wheels.detect import Facts, Toolkit
@@ -93,7 +93,8 @@ def choose_toolkit(cuda: str, facts: Facts) -> ToolkitChoice:
     if incomplete:
         why = f"auto: the nvcc at {incomplete[0].root} lacks {', '.join(incomplete[0].missing)}"
     cached = [t for t in facts.toolkits if t.found_via == "pypi" and t.version == newest]
-    return ToolkitChoice("pypi", newest, cached[0] if cached else None, f"{why}, so NVIDIA's PyPI toolkit {vstr(newest)}")
+    return ToolkitChoice("pypi", newest, cached[0] if cached else None,
+                         f"{why}, so NVIDIA's PyPI toolkit {vstr(newest)}")
 
 
 def _compiler_verdict(facts: Facts, cuda: Version | None) -> Verdict:
@@ -119,7 +120,8 @@ def _compiler_verdict(facts: Facts, cuda: Version | None) -> Verdict:
         msc = int(c["msc_ver"])
         if not limits.msc_min <= msc <= limits.msc_max:
             return Verdict("fail", "host compiler",
-                           f"{desc}: CUDA {vstr(cuda)} accepts _MSC_VER {limits.msc_min}-{limits.msc_max}, this is {msc}",  # type: ignore[arg-type]
+                           f"{desc}: CUDA {vstr(cuda)} accepts _MSC_VER "  # type: ignore[arg-type]
+                           f"{limits.msc_min}-{limits.msc_max}, this is {msc}",
                            "install a matching MSVC toolset (VS Installer > Individual components) or a newer CUDA")
     return Verdict("ok", "host compiler", f"{desc} (accepted by CUDA {vstr(cuda)})" if cuda else desc)
 

@@ -40,12 +40,13 @@ def read_dynamic(path: Path) -> DynInfo:
                 if not isinstance(section, DynamicSection):
                     continue
                 for tag in section.iter_tags():
-                    if tag.entry.d_tag == "DT_SONAME":
-                        soname = tag.soname
-                    elif tag.entry.d_tag == "DT_NEEDED":
-                        needed.append(tag.needed)
-                    elif tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
-                        runpath += (tag.runpath if tag.entry.d_tag == "DT_RUNPATH" else tag.rpath).split(":")
+                    kind = tag.entry.d_tag  # pyelftools sets the value attribute by tag name
+                    if kind == "DT_SONAME":
+                        soname = getattr(tag, "soname")  # noqa: B009
+                    elif kind == "DT_NEEDED":
+                        needed.append(getattr(tag, "needed"))  # noqa: B009
+                    elif kind in ("DT_RUNPATH", "DT_RPATH"):
+                        runpath += str(getattr(tag, kind[3:].lower())).split(":")
     except ELFError:
         return DynInfo(None, (), ())
     return DynInfo(soname, tuple(needed), tuple(p for p in runpath if p))

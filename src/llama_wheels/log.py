@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 
 def _gha(env: Mapping[str, str]) -> bool:
@@ -36,13 +37,13 @@ def fmt_bytes(n: float) -> str:
 class Logger:
     """Prints steps to stderr. One instance per run; ``env`` is injected for testability."""
 
-    def __init__(self, env: Mapping[str, str] | None = None, stream: object = None) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None, stream: TextIO | None = None) -> None:
         self.env = env if env is not None else os.environ
         self.stream = stream or sys.stderr
         self.t0 = time.monotonic()
 
     def _print(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)  # type: ignore[call-overload]
+        print(text, file=self.stream, flush=True)
 
     def info(self, text: str) -> None:
         self._print(text)

@@ -41,10 +41,12 @@ class BuildStep:
         tk = self.toolkit
         lines = [
             f"step {self.flavour}: llama-cpp-python {self.version}",
-            f"  variants   {', '.join(self.variants)}" + (f"  (extras: {', '.join(self.extras)})" if self.extras else ""),
+            f"  variants   {', '.join(self.variants)}"
+            + (f"  (extras: {', '.join(self.extras)})" if self.extras else ""),
             f"  python     {self.python}",
             f"  toolkit    {tk.why}" + (f"  root={self.toolkit_root}" if self.toolkit_root else ""),
-            f"  archs      {self.arch_set.cmake()}  ({self.arch_set.source})" if self.arch_set else "  archs      (CPU)",
+            f"  archs      {self.arch_set.cmake()}  ({self.arch_set.source})" if self.arch_set
+            else "  archs      (CPU)",
             f"  runtime    {self.cuda_runtime}" if self.arch_set else "",
             f"  build-dir  {self.build_dir}",
             f"  output     {self.out_dir}",

@@ -17,7 +17,7 @@ from email.parser import HeaderParser
 from pathlib import Path
 
 from llama_wheels import cmd, sdist
-from llama_wheels.config import Options, tomllib
+from llama_wheels.config import Options, load_toml
 from llama_wheels.log import Logger, fmt_bytes
 from llama_wheels.toolkit import pypi_requirements, pypi_version
 
@@ -40,7 +40,7 @@ def _sdist_requires(path: Path, extras: set[str]) -> list[str]:
 
 
 def project_requirements(root: Path) -> list[str]:
-    data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    data = load_toml(root / "pyproject.toml")
     reqs = [r for r in data["project"]["dependencies"] if "python_version < '3.11'" not in r]
     reqs += list(data["build-system"]["requires"])
     groups = data.get("dependency-groups", {})

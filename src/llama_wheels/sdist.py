@@ -98,8 +98,10 @@ def verify_slim(path: Path, original_sha256: str) -> None:
         raise OfflineMissing(f"{side.name} is missing next to {path.name}", "run nox -s prefetch again")
     info = json.loads(side.read_text())
     if info.get("original_sha256") != original_sha256:
-        raise ChecksumError(f"{path.name} was slimmed from an sdist with sha256 {str(info.get('original_sha256'))[:16]}..., "
-                            f"not the pinned {original_sha256[:16]}...", "run nox -s prefetch again for the pinned version")
+        got = str(info.get("original_sha256"))[:16]
+        raise ChecksumError(f"{path.name} was slimmed from an sdist with sha256 {got}..., "
+                            f"not the pinned {original_sha256[:16]}...",
+                            "run nox -s prefetch again for the pinned version")
     verify(path, info["slim_sha256"])
 
 
@@ -130,11 +132,7 @@ def fetch(cache: Path, version: str, original_sha256: str, env: dict[str, str] |
         if got is None:
             raise FatalError("pip downloaded no sdist", "check the network and the index settings")
         got.replace(path)
-    try:
-        verify(path, original_sha256)
-    except ChecksumError:
-        path.rename(path.with_suffix(".rejected"))  # kept for inspection, never used
-        raise
+    verify(path, original_sha256)  # on mismatch the file stays: either it or the pin is wrong
     return Source(path, original_sha256, slim=False)
 
 
@@ -157,7 +155,8 @@ def extract(source: Source, dest_root: Path) -> Path:
         try:
             tar.extractall(staging, filter="data")  # refuses absolute paths, '..' and links out
         except tarfile.FilterError as exc:
-            raise FatalError(f"unsafe member in {source.path.name}: {exc}", "the sdist is corrupt; fetch it again") from None
+            raise FatalError(f"unsafe member in {source.path.name}: {exc}",
+                             "the sdist is corrupt; fetch it again") from None
     if not (staging / base / "pyproject.toml").exists():
         raise FatalError(f"{source.path.name} has no {base}/pyproject.toml", "the sdist is corrupt; fetch it again")
     (staging / ".extracted").write_text(source.path.name + "\n")

@@ -16,7 +16,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -265,7 +264,8 @@ def smoke_one(wheel: Path, entry: Mapping[str, Any], *, options: Options, model:
     if imp is None:
         add("import", "fail", out, t0)
         return rep
-    add("import", "pass", f"llama_cpp {imp['version']}, ARCHS = {','.join(map(str, imp['archs'])) or 'none (CPU build)'}", t0)
+    archs = ",".join(map(str, imp["archs"])) or "none (CPU build)"
+    add("import", "pass", f"llama_cpp {imp['version']}, ARCHS = {archs}", t0)
     rep.numbers["system_info"] = imp["system_info"]
     cuda_build = bool(imp["archs"]) or entry.get("archs") is not None
     gpu_ok = bool(gpus) and cuda_build
@@ -312,7 +312,8 @@ def smoke_one(wheel: Path, entry: Mapping[str, Any], *, options: Options, model:
             off = offloaded(out)
             full = off is not None and off[0] == off[1]
             add("full offload", "pass" if full else "fail",
-                f"offloaded {off[0]}/{off[1]} layers to GPU" if off else "no 'offloaded N/M layers' line in the log", t0)
+                f"offloaded {off[0]}/{off[1]} layers to GPU" if off
+                else "no 'offloaded N/M layers' line in the log", t0)
             rep.numbers["gpu_tok_per_s"] = gpu["tok_per_s"]
             t0 = time.monotonic()
             same = cpu["tokens"][:AGREE_STEPS] == gpu["tokens"][:AGREE_STEPS]
@@ -351,7 +352,8 @@ def write_reports(folder: Path, rep: SmokeReport) -> tuple[Path, Path]:
              fmt_seconds(c.seconds)] for c in rep.checks]
     md = folder / f"smoke-{rep.flavour}.md"
     md.write_text(f"# smoke {rep.flavour}: {'PASS' if rep.ok else 'FAIL'}\n\n{rep.wheel}; GPUs: "
-                  f"{', '.join(rep.gpus) or 'none'}\n\n{render_markdown(['check', 'result', 'detail', 'time'], rows)}\n")
+                  f"{', '.join(rep.gpus) or 'none'}\n\n"
+                  f"{render_markdown(['check', 'result', 'detail', 'time'], rows)}\n")
     return j, md
 
 
@@ -411,7 +413,7 @@ def cmd_smoke(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
             except FatalError as exc:
                 rep = SmokeReport(wheel.parent.name, wheel.name, checks=[Check("smoke", "fail", exc.one_line())])
                 log.error(exc.one_line())
-        j, md = write_reports(options.wheelhouse / "reports", rep)
+        _, md = write_reports(options.wheelhouse / "reports", rep)
         summary = env.get("GITHUB_STEP_SUMMARY")
         if summary:
             with Path(summary).open("a", encoding="utf-8") as f:

@@ -30,7 +30,8 @@ def test_slim_drops_git_docs_vocab_and_records_origin(tmp_path: Path) -> None:
     orig = fake_sdist(tmp_path / "llama_cpp_python-9.9.tar.gz")
     sha = sdist.sha256_file(orig)
     slim = sdist.slim_sdist(orig, tmp_path / "out" / sdist.slim_name("9.9"), sha)
-    names = tarfile.open(slim).getnames()
+    with tarfile.open(slim) as t:
+        names = t.getnames()
     assert "llama_cpp_python-9.9/vendor/llama.cpp/models/templates/t.jinja" in names
     assert not any(".git" in n or "/docs/" in n or n.endswith(".gguf") for n in names)
     side = json.loads((slim.parent / (slim.name + ".json")).read_text())
