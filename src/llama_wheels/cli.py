@@ -7,6 +7,7 @@ line (``--debug`` or LLAMA_WHEELS_DEBUG=1 for the traceback), and exits non-zero
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import traceback
@@ -60,6 +61,20 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cuda", help="auto | system | pypi:13.0")
 
 
+def add_cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-backend", choices=["ccache", "sccache", "none"])
+    p.add_argument("--cache-remote", metavar="URL", help="shared compiler cache: redis://, http(s)://, file:")
+    p.add_argument("--cache-read-only", action="store_true", default=None,
+                   help="use the remote cache without writing to it (pull requests)")
+    p.add_argument("--require-remote-cache", action="store_true", help="fail if the remote cache is unreachable")
+
+
+def cache_cli(args: argparse.Namespace) -> dict[str, Any]:
+    cache = {"backend": args.cache_backend, "remote": args.cache_remote, "read-only": args.cache_read_only}
+    return {"cache": {k: v for k, v in cache.items() if v is not None}} if any(
+        v is not None for v in cache.values()) else {}
+
+
 def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
     from llama_wheels import doctor
 
@@ -73,7 +88,7 @@ def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], log: Logger) ->
 def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
     from llama_wheels import build, doctor, plan, toolkit
 
-    options = _options({"cuda": args.cuda, "cuda-runtime": args.cuda_runtime}, env, log)
+    options = _options({"cuda": args.cuda, "cuda-runtime": args.cuda_runtime, **cache_cli(args)}, env, log)
     for v in args.variant or []:
         options.variant(v)  # unknown variant: fail now, with did-you-mean
     facts = _facts(options, env)
@@ -83,7 +98,12 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
         if v.level in ("fail", "warn") or v.topic in ("arch set", "cuda toolkit"):
             log.info(f"  [{v.level}] {v.topic}: {v.message}")
     doctor.preflight(diag)
-    launcher = build.find_launcher(env)
+    from llama_wheels import compcache
+
+    if not args.dry_run and not compcache.check_remote(options, args.require_remote_cache, log.warning) \
+            and options.compiler_cache.remote:
+        options = dataclasses.replace(options, compiler_cache=dataclasses.replace(options.compiler_cache, remote=""))
+    launcher = build.find_launcher(env, options)
     tk_root = None
     if diag.toolkit.toolkit is not None:
         tk_root = Path(diag.toolkit.toolkit.root)
@@ -189,6 +209,37 @@ def cmd_cibuildwheel(args: argparse.Namespace, env: Mapping[str, str], log: Logg
     return 0
 
 
+def cmd_cache(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    from llama_wheels import cmd, compcache
+    from llama_wheels.clean import CleanReport, remove_tree_within
+    from llama_wheels.log import fmt_bytes
+
+    options = _options({}, env, log, quiet=True)
+    cache = options.compiler_cache
+    launch = compcache.launcher(cache, env)
+    cenv = {**env, **compcache.env_for(options)}
+    if args.command == "cache-stats":
+        log.info(f"{cache.backend} local {cache.local_dir} (max {cache.size}); remote {cache.remote_display}"
+                 + (" (read-only)" if cache.read_only else ""))
+        if launch is None:
+            log.info("no compiler cache in use")
+            return 0
+        flag = "--show-stats" if "sccache" in Path(launch).name else "-s"
+        print(cmd.run([launch, flag, *(["-v"] if flag == "-s" else [])], env=cenv, capture=True, check=False,
+                      quiet=True).stdout)
+        return 0
+    report = CleanReport()
+    if cache.local_dir.is_dir():
+        for entry in sorted(cache.local_dir.iterdir()):
+            remove_tree_within(entry, cache.local_dir, report, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for path, size in report.removed:
+        log.info(f"{verb} {path} ({fmt_bytes(size)})")
+    log.info(f"{'would free' if args.dry_run else 'freed'} {fmt_bytes(report.freed)} in {cache.local_dir}; "
+             f"the remote ({cache.remote_display}) is never cleared from here")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="llama-wheels", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -211,6 +262,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--all-from-source", action="store_true",
                    help="also compile every dependency from source, as the guide's --no-binary :all: (needs Rust)")
     b.add_argument("--frontend", choices=["build", "pip"], default="build")
+    add_cache_args(b)
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("clean-temp", help="empty our build/temp dir, purge pip's cache, drop stale pip-* temp dirs")
@@ -232,6 +284,12 @@ def make_parser() -> argparse.ArgumentParser:
     f.add_argument("--cuda", help="also fetch this PyPI toolkit, e.g. pypi:13.0 (~870 MB)")
     f.add_argument("--extra", action="append", help="extra requirement to fetch (repeatable)")
     f.set_defaults(func=cmd_prefetch)
+
+    cs = sub.add_parser("cache-stats", help="compiler cache: where it is, its size and hit counters")
+    cs.set_defaults(func=cmd_cache)
+    cc = sub.add_parser("cache-clear", help="empty the local compiler cache (never the remote)")
+    cc.add_argument("--dry-run", action="store_true")
+    cc.set_defaults(func=cmd_cache)
 
     i = sub.add_parser("index", help="write the static index (per flavour + combined) under wheelhouse/index/")
     i.add_argument("--base-url", help="absolute URL the index will be served from (default: relative links)")

@@ -45,7 +45,10 @@ DEFAULTS: dict[str, Any] = {
     "cmake-args": [],
     "arch-sets": {"universal": "86;89;120", "ampere": "86", "ada": "89", "hopper": "90", "blackwell": "120"},
     "variants": {"default": {"extras": []}, "server": {"extras": ["server"]}},
+    # The compiler cache: a local dir per runner, optionally a remote shared by a fleet.
+    "cache": {"backend": "ccache", "local-dir": "", "size": "10G", "remote": "", "read-only": False},
 }
+CACHE_KEYS: dict[str, type] = {"backend": str, "local-dir": str, "size": str, "remote": str, "read-only": bool}
 SCALAR_KEYS = tuple(k for k, v in DEFAULTS.items() if not isinstance(v, dict))
 #: Environment variables with our prefix that are not options.
 ENV_NON_OPTIONS = frozenset({"LLAMA_WHEELS_DEBUG", "LLAMA_WHEELS_ROOT"})
@@ -60,6 +63,27 @@ class Variant:
     name: str
     extras: tuple[str, ...] = ()
     cmake_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CompilerCache:
+    """``backend`` ccache | sccache | none; ``remote``: ccache remote_storage URL (redis://, http://,
+    file:) or, for sccache, a redis:// endpoint; ``read_only``: use the remote without writing to it."""
+
+    backend: str
+    local_dir: Path
+    size: str
+    remote: str
+    read_only: bool
+
+    @property
+    def remote_display(self) -> str:
+        return redact(self.remote) or "(none)"
+
+
+def redact(url: str) -> str:
+    """A URL with any password or token replaced, for printing."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", url)
 
 
 @dataclass(frozen=True)
@@ -79,6 +103,7 @@ class Options:
     wheelhouse: Path
     prefetch_dir: Path
     cmake_args: tuple[str, ...]
+    compiler_cache: CompilerCache = field(default_factory=lambda: CompilerCache("none", Path(), "", "", False))
     origin: Mapping[str, str] = field(default_factory=dict)  # key -> "default" | "pyproject" | "env" | "cli"
 
     def variant(self, name: str) -> Variant:
@@ -100,6 +125,9 @@ class Options:
             ("prefetch-dir", str(self.prefetch_dir)), ("cmake-args", shlex.join(self.cmake_args) or "(none)"),
             ("arch-sets", ", ".join(f"{k}={v}" for k, v in self.arch_sets.items())),
             ("variants", ", ".join(f"{v.name}[{','.join(v.extras)}]" if v.extras else v.name for v in self.variants)),
+            ("cache", f"{self.compiler_cache.backend} at {self.compiler_cache.local_dir} ({self.compiler_cache.size}), "
+                      f"remote {self.compiler_cache.remote_display}"
+                      + (" read-only" if self.compiler_cache.read_only else "")),
         ]
         return [f"  {k:<17} {v}  ({self.origin.get(k, 'default')})" for k, v in rows]
 
@@ -140,6 +168,12 @@ def _check_table(table: Mapping[str, Any], where: str) -> None:
         if not isinstance(spec, str):
             raise ConfigError(f"[{TABLE}.arch-sets] {name} must be a string like \"86;89\" ({where})",
                               "quote the arch list")
+    for key, value in table.get("cache", {}).items():
+        if key not in CACHE_KEYS:
+            raise ConfigError(f"unknown key '{key}' in [{TABLE}.cache] ({where})", _did_you_mean(key, list(CACHE_KEYS)))
+        if not isinstance(value, CACHE_KEYS[key]):
+            raise ConfigError(f"[{TABLE}.cache] {key} must be a {CACHE_KEYS[key].__name__} ({where})",
+                              "see the README's configuration section")
     for name, body in table.get("variants", {}).items():
         if not isinstance(body, dict):
             raise ConfigError(f"[{TABLE}.variants.{name}] must be a table ({where})",
@@ -153,11 +187,17 @@ def _check_table(table: Mapping[str, Any], where: str) -> None:
 def env_values(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     known = [ENV_PREFIX + k.upper().replace("-", "_") for k in SCALAR_KEYS]
+    cache_env = {ENV_PREFIX + "CACHE_" + k.upper().replace("-", "_"): k for k in CACHE_KEYS}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name in ENV_NON_OPTIONS:
             continue
+        if name in cache_env:
+            key = cache_env[name]
+            parsed: Any = value.lower() in ("1", "true", "yes") if CACHE_KEYS[key] is bool else value
+            out.setdefault("cache", {})[key] = parsed
+            continue
         if name not in known:
-            raise ConfigError(f"unknown environment variable {name}", _did_you_mean(name, known))
+            raise ConfigError(f"unknown environment variable {name}", _did_you_mean(name, [*known, *cache_env]))
         key = name[len(ENV_PREFIX):].lower().replace("_", "-")
         out[key] = shlex.split(value) if isinstance(DEFAULTS[key], list) else value
     return out
@@ -182,7 +222,10 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
                 continue
             if key not in DEFAULTS:
                 raise ConfigError(f"unknown option '{key}' ({layer_name})", _did_you_mean(key, list(DEFAULTS)))
-            merged[key] = value
+            if key == "cache":  # merged key by key: env/CLI may set only the remote, say
+                merged[key] = {**merged[key], **{k: v for k, v in value.items() if v is not None}}
+            else:
+                merged[key] = value
             origin[key] = layer_name
     version, sha = str(merged["llama-cpp-python"]), str(merged["sdist-sha256"]).lower()
     try:
@@ -224,7 +267,19 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
         p = Path(raw).expanduser()
         return p if p.is_absolute() else root / p
 
+    cache = merged["cache"]
+    if cache["backend"] not in ("ccache", "sccache", "none"):
+        raise ConfigError(f"cache backend '{cache['backend']}' is not valid", "use ccache, sccache or none")
+    remote = str(cache["remote"])
+    if remote and not re.match(r"^(redis|rediss|http|https|file)://|^file:", remote):
+        raise ConfigError(f"cache remote '{redact(remote)}' is not a URL ccache/sccache knows",
+                          "use redis://host:port, http(s)://host/path or file:/shared/dir")
+    cache_root = path_opt("cache-dir", Path(platformdirs.user_cache_dir("llama-wheels", appauthor=False)))
+    local = Path(str(cache["local-dir"])).expanduser() if cache["local-dir"] else cache_root / "ccache"
+    compiler_cache = CompilerCache(str(cache["backend"]), local if local.is_absolute() else root / local,
+                                   str(cache["size"]), remote, bool(cache["read-only"]))
     return Options(
+        compiler_cache=compiler_cache,
         project_root=root,
         llama_cpp_python=version,
         sdist_sha256=sha,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llama_wheels.archs import ArchSet
-from llama_wheels.config import Options, Variant
+from llama_wheels.config import Options, Variant, redact
 from llama_wheels.doctor import ToolkitChoice
 from llama_wheels.toolkit import pypi_root
 
@@ -52,19 +52,15 @@ class BuildStep:
             f"  output     {self.out_dir}",
             "  env:",
         ]
-        lines += [f"    {k}={v}" for k, v in sorted(self.env.items())]
+        lines += [f"    {k}={redact(v) if 'REMOTE' in k or 'REDIS' in k else v}" for k, v in sorted(self.env.items())]
         return [line for line in lines if line]
 
 
 def ccache_env(options: Options) -> dict[str, str]:
-    """ccache settings that make a rebuild in a fresh build dir (or the native bench build) a hit:
-    one cache dir, paths made relative to our build dir, and no hashing of the working dir."""
-    return {
-        "CCACHE_DIR": str(options.cache_dir / "ccache"),
-        "CCACHE_BASEDIR": str(options.build_dir),
-        "CCACHE_NOHASHDIR": "true",
-        "CCACHE_SLOPPINESS": "time_macros",
-    }
+    """The compiler cache's environment (see compcache.env_for)."""
+    from llama_wheels.compcache import env_for
+
+    return env_for(options)
 
 
 def flavour_name(toolkit: ToolkitChoice, arch_set: ArchSet | None, suffix: str = "") -> str:

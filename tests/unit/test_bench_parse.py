@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from llama_wheels.bench import parse_llama_bench, stats
-from llama_wheels.build import parse_archs_line, stats_delta
+from llama_wheels.build import parse_archs_line
+from llama_wheels.compcache import delta as stats_delta
 
 LLAMA_BENCH_JSON = """[
   {"build_commit": "x", "n_prompt": 512, "n_gen": 0, "avg_ts": 38000.5, "stddev_ts": 10.0,
@@ -25,3 +26,5 @@ def test_ccache_delta() -> None:
     d = stats_delta({"direct_cache_hit": 10, "cache_miss": 5}, {"direct_cache_hit": 30, "preprocessed_cache_hit": 2,
                                                                 "cache_miss": 6})
     assert (d.hits, d.misses, d.describe()) == (22, 1, "22/23 (96%)")
+    r = stats_delta({}, {"direct_cache_hit": 9, "cache_miss": 1, "remote_storage_hit": 8, "remote_storage_error": 2})
+    assert (r.remote_hits, r.remote_errors, r.describe()) == (8, 2, "9/10 (90%), 8 remote")

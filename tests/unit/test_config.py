@@ -85,3 +85,35 @@ def test_options_are_frozen(options) -> None:
         o.python = "3.12"  # type: ignore[misc]
     with pytest.raises(TypeError):
         o.arch_sets["x"] = "90"  # type: ignore[index]
+
+
+def test_compiler_cache_layers(options) -> None:
+    o = options('[tool.llama-wheels.cache]\nremote = "redis://:pw@cache.internal:6379"\nsize = "20G"\n',
+                env={"LLAMA_WHEELS_CACHE_READ_ONLY": "true"}, cli={"cache": {"backend": "ccache"}})
+    c = o.compiler_cache
+    assert (c.backend, c.size, c.read_only, c.remote) == ("ccache", "20G", True, "redis://:pw@cache.internal:6379")
+    assert c.local_dir == o.cache_dir / "ccache"
+    text = "\n".join(o.describe())
+    assert "pw" not in text and "redis://***@cache.internal:6379" in text and "read-only" in text
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ('[tool.llama-wheels.cache]\nremot = "redis://x"\n', "did you mean 'remote'?"),
+    ('[tool.llama-wheels.cache]\nbackend = "distcc"\n', "use ccache, sccache or none"),
+    ('[tool.llama-wheels.cache]\nremote = "s3://bucket"\n', "is not a URL ccache/sccache knows"),
+    ('[tool.llama-wheels.cache]\nread-only = "yes"\n', "must be a bool"),
+])
+def test_bad_cache_config(options, body: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        options(body)
+
+
+def test_cache_env(options) -> None:
+    from llama_wheels.compcache import env_for
+
+    o = options('[tool.llama-wheels.cache]\nremote = "redis://127.0.0.1:6379"\nread-only = true\n')
+    env = env_for(o)
+    assert env["CCACHE_REMOTE_STORAGE"] == "redis://127.0.0.1:6379|read-only"
+    assert "CCACHE_REMOTE_STORAGE" not in env_for(o, remote_ok=False)
+    s = options('[tool.llama-wheels.cache]\nbackend = "sccache"\nremote = "redis://h:1"\nread-only = true\n')
+    assert env_for(s)["SCCACHE_REDIS_RW_MODE"] == "READ_ONLY" and env_for(s)["SCCACHE_REDIS_ENDPOINT"] == "redis://h:1"

@@ -1,0 +1,117 @@
+"""Two "runners" with separate, empty local ccache dirs sharing a real Redis server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import lw
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dbsize(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"*1\r\n$6\r\nDBSIZE\r\n")
+        reply = s.recv(64).decode()
+    assert reply.startswith(":"), reply
+    return int(reply[1:].strip())
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory):
+    exe = shutil.which("redis-server")
+    assert exe, "redis-server is missing: apt-get install redis-server (.ci/run does)"
+    port = free_port()
+    log = (tmp_path_factory.mktemp("redis") / "redis.log").open("w")
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            dbsize(port)
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+def runner(lw_env: dict[str, str], work: Path, name: str, remote: str | None, *extra: str,
+           local: str | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, int]]:
+    env = {**lw_env, "LLAMA_WHEELS_CACHE_LOCAL_DIR": str(work / f"ccache-{local or name}"),
+           "LLAMA_WHEELS_BUILD_DIR": str(work / f"build-{name}"), "LLAMA_WHEELS_WHEELHOUSE": str(work / f"wh-{name}")}
+    if remote:
+        env["LLAMA_WHEELS_CACHE_REMOTE"] = remote
+    t0 = time.monotonic()
+    res = lw("build", "--cpu", "--variant", "default", *extra, env=env)
+    seconds = time.monotonic() - t0
+    if res.returncode != 0:
+        return res, {}
+    entry = next(iter(json.loads((work / f"wh-{name}" / "manifest.json").read_text())["wheels"].values()))
+    print(f"runner {name}: {seconds:.1f} s, cache {entry['cache']}")
+    return res, entry["cache"]
+
+
+@pytest.fixture(scope="module")
+def warm_remote(redis: int, lw_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("fleet")
+    res, stats = runner(lw_env, work, "a", f"redis://127.0.0.1:{redis}")
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert stats["misses"] > 100 and dbsize(redis) > 100  # runner A compiled and filled the remote
+    return work
+
+
+def test_second_runner_gets_its_objects_from_the_remote(warm_remote: Path, redis: int,
+                                                         lw_env: dict[str, str]) -> None:
+    res, stats = runner(lw_env, warm_remote, "b", f"redis://127.0.0.1:{redis}")
+    assert res.returncode == 0, res.stdout[-3000:]
+    calls = stats["hits"] + stats["misses"]
+    assert calls > 100 and stats["remote_hits"] >= 0.9 * calls, stats
+
+
+def test_read_only_mode_hits_and_writes_nothing(warm_remote: Path, redis: int, lw_env: dict[str, str]) -> None:
+    before = dbsize(redis)
+    res, stats = runner(lw_env, warm_remote, "c", f"redis://127.0.0.1:{redis}", "--cache-read-only")
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert stats["remote_hits"] > 100
+    assert dbsize(redis) == before
+    assert "read-only" in res.stdout
+
+
+def test_unreachable_remote_warns_and_builds(warm_remote: Path, lw_env: dict[str, str]) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}"
+    res, stats = runner(lw_env, warm_remote, "d", dead, local="b")
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert "is unreachable" in res.stdout and "using the local cache only" in res.stdout
+    assert stats["local_hits"] > 100 and stats["remote_errors"] == 0  # the dead remote was left out
+
+
+def test_require_remote_cache_fails_fast(warm_remote: Path, lw_env: dict[str, str]) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    res, _ = runner(lw_env, warm_remote, "e", dead, "--require-remote-cache")
+    assert res.returncode == 4 and "unreachable" in res.stdout and "Traceback" not in res.stdout
+    assert time.monotonic() - t0 < 60 and "==> compile" not in res.stdout
+
+
+def test_cache_tasks(warm_remote: Path, lw_env: dict[str, str]) -> None:
+    env = {**lw_env, "LLAMA_WHEELS_CACHE_LOCAL_DIR": str(warm_remote / "ccache-b"),
+           "LLAMA_WHEELS_CACHE_REMOTE": "redis://:sekret@127.0.0.1:1"}
+    stats = lw("cache-stats", env=env)
+    assert stats.returncode == 0 and "sekret" not in stats.stdout and "***@127.0.0.1:1" in stats.stdout
+    dry = lw("cache-clear", "--dry-run", env=env)
+    assert dry.returncode == 0 and "would free" in dry.stdout
+    assert any((warm_remote / "ccache-b").iterdir())
