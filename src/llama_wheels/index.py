@@ -27,6 +27,7 @@ from typing import Any
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from llama_wheels.errors import FatalError
+from llama_wheels.sdist import sha256_file as _sha
 
 COMBINED = "all"
 
@@ -44,14 +45,6 @@ class FileInfo:
     size: int
     requires_python: str
     metadata_sha256: str
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def wheel_metadata(wheel: Path) -> bytes:

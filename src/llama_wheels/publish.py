@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 from llama_wheels import cmd
 from llama_wheels.check import our_wheels
 from llama_wheels.errors import ConfigError, FatalError
-from llama_wheels.index import _sha
 from llama_wheels.log import Logger
+from llama_wheels.sdist import sha256_file as _sha
 
 
 class PublishError(FatalError):
