@@ -104,7 +104,7 @@ def entry_arch_set(entry: Mapping[str, Any], reported: list[int]) -> ArchSet | N
     if entry.get("archs"):
         return parse_arch_set(str(entry["archs"]), ptx="none", source="manifest")
     if reported:  # no manifest: trust the binary's ARCHS as SASS
-        return finish([Arch(n // 10, "a" if n // 10 in (120, 121) else "", "real") for n in reported], ptx="none",
+        return finish([Arch(n // 10, "", "real") for n in reported], ptx="none",  # finish() applies 12X -> 12Xa
                       source="ARCHS reported by the library")
     return None
 

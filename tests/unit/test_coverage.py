@@ -46,3 +46,12 @@ def test_every_capability_native_ptx_and_none(gpu: int) -> None:
     if higher:
         v = coverage_verdict(gpu, parse_arch_set(f"{max(higher)}-real", ptx="none"))
         assert v.kind == "cannot-run" and f"--archs {gpu}" in v.message
+
+
+def test_manifest_free_wheel_uses_reported_archs() -> None:
+    from llama_wheels.smoke import entry_arch_set
+
+    s = entry_arch_set({}, [860, 1200])
+    assert s is not None and s.sass == ("sm_86", "sm_120a")
+    assert entry_arch_set({"archs": "90-real;90-virtual"}, [900]).ptx == ("compute_90",)  # type: ignore[union-attr]
+    assert entry_arch_set({}, []) is None
