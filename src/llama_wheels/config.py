@@ -212,6 +212,7 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
             *, windows: bool | None = None) -> Options:
     """Resolve options for the project at ``root``. ``cli`` holds only flags the user gave."""
     windows = sys.platform == "win32" if windows is None else windows
+    root = root.resolve()  # every derived path is absolute (ccache rejects a relative CCACHE_BASEDIR)
     merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
     origin: dict[str, str] = {}
     table = load_pyproject(root)

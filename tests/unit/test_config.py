@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from llama_wheels.config import resolve
@@ -117,3 +119,10 @@ def test_cache_env(options) -> None:
     assert "CCACHE_REMOTE_STORAGE" not in env_for(o, remote_ok=False)
     s = options('[tool.llama-wheels.cache]\nbackend = "sccache"\nremote = "redis://h:1"\nread-only = true\n')
     assert env_for(s)["SCCACHE_REDIS_RW_MODE"] == "READ_ONLY" and env_for(s)["SCCACHE_REDIS_ENDPOINT"] == "redis://h:1"
+
+
+def test_relative_root_gives_absolute_paths(project, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = project()
+    monkeypatch.chdir(root)
+    o = resolve(Path("."), {})
+    assert o.build_dir.is_absolute() and o.wheelhouse.is_absolute() and o.build_dir == root.resolve() / "build"
