@@ -153,27 +153,35 @@ def _compiler_id(env: Mapping[str, str]) -> str:
 
 def _gather_deps(step: BuildStep, options: Options, wheel: Path, env: Mapping[str, str], offline: bool,
                  all_from_source: bool) -> list[str]:
-    """Put the wheels the flavour's variants need next to it, and prove the install resolves offline."""
+    """Put the wheels the flavour's variants need next to it, and prove the install resolves offline.
+
+    Everything lands in the step's staging folder first; only new dependency wheels move into the
+    wheelhouse, so a failure here leaves the published flavour exactly as it was.
+    """
     out = step.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    before = {p.name for p in out.glob("*.whl")}
+    deps = wheel.parent.parent / "deps"
+    deps.mkdir(exist_ok=True)
     extras = f"[{','.join(step.extras)}]" if step.extras else ""
     req = f"llama-cpp-python{extras}=={step.version}"
     index = ["--no-index", "--find-links", str(offline_wheels(options))] if offline else []
-    links = ["--find-links", str(wheel.parent)]
+    links = ["--find-links", str(wheel.parent), "--find-links", str(out)]
     if all_from_source:
         cmd.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-binary", ":all:",
-                 "--only-binary", "llama-cpp-python", "--wheel-dir", str(out), *links, *index, req], env=env)
+                 "--only-binary", "llama-cpp-python", "--wheel-dir", str(deps), *links, *index, req], env=env)
     else:
         cmd.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary", ":all:",
-                 "--dest", str(out), *links, *index, req], env=env)
-    (out / wheel.name).unlink(missing_ok=True)  # pip copied our wheel too; manifest.publish moves the real one
-    staged_copy = out / wheel.name
-    # Resolve exactly as a user would, from this folder alone.
+                 "--dest", str(deps), *links, *index, req], env=env)
+    (deps / wheel.name).unlink(missing_ok=True)  # pip copied our wheel too; manifest.publish moves the real one
+    # Resolve exactly as a user would, from these folders alone.
     probe = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index",
-             "--disable-pip-version-check", "--find-links", str(out), "--find-links", str(wheel.parent), req]
+             "--disable-pip-version-check", "--find-links", str(deps), "--find-links", str(wheel.parent), req]
     cmd.run(probe, env=env, capture=True)
-    added = sorted({p.name for p in out.glob("*.whl")} - before - {staged_copy.name})
+    added = []
+    for dep in sorted(deps.glob("*.whl")):
+        if not (out / dep.name).exists():
+            os.replace(dep, out / dep.name)
+            added.append(dep.name)
     return added
 
 
