@@ -26,8 +26,9 @@ def check_generate(args):
     from llama_cpp import Llama
 
     t0 = time.perf_counter()
+    split = {k: args[k] for k in ("split_mode", "tensor_split") if args.get(k) is not None}
     m = Llama(model_path=args["model"], n_gpu_layers=args["n_gpu_layers"], main_gpu=args.get("main_gpu", 0),
-              n_ctx=args.get("n_ctx", 256), seed=0, logits_all=True, verbose=True)
+              n_ctx=args.get("n_ctx", 256), seed=0, logits_all=True, verbose=True, **split)
     load = time.perf_counter() - t0
     tokens = m.tokenize(args["prompt"].encode("utf-8"))
     m.eval(tokens)

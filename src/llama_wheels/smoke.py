@@ -62,6 +62,46 @@ class SmokeReport:
         return not any(c.status == "fail" for c in self.checks)
 
 
+@dataclass(frozen=True)
+class GpuRun:
+    """One GPU generation run: which cards are visible, and how the model is split over them."""
+
+    name: str
+    visible: str  # CUDA_VISIBLE_DEVICES
+    split_mode: int | None = None  # llama.cpp: 1 = layer, 2 = row; None = the default
+    tensor_split: tuple[float, ...] | None = None
+
+
+def select_gpus(spec: str, gpus: list[Gpu]) -> list[Gpu]:
+    """``all`` or a list like ``0,1`` (nvidia-smi indices) -> the GPUs to check."""
+    if spec.strip() == "all":
+        return list(gpus)
+    present = {g.index: g for g in gpus}
+    chosen: list[Gpu] = []
+    for tok in spec.split(","):
+        tok = tok.strip()
+        if not tok.isdigit():
+            raise ConfigError(f"--gpus '{spec}' is not 'all' or a list of GPU indices",
+                              "write --gpus all or --gpus 0,1")
+        if int(tok) not in present:
+            raise ConfigError(f"GPU {tok} is not present", "present: " + (", ".join(map(str, present)) or "none"))
+        if present[int(tok)] not in chosen:
+            chosen.append(present[int(tok)])
+    return chosen
+
+
+def gpu_runs(selected: list[Gpu]) -> list[GpuRun]:
+    """One run per card (the guide's --main_gpu, done with CUDA_VISIBLE_DEVICES), then, with several
+    cards, the model split over all of them by layer and by row (peer copies a single card never does)."""
+    runs = [GpuRun(f"GPU {g.index}", str(g.index)) for g in selected]
+    if len(selected) > 1:
+        visible = ",".join(str(g.index) for g in selected)
+        even = tuple(1.0 for _ in selected)
+        runs += [GpuRun(f"split by layer over GPUs {visible}", visible, 1, even),
+                 GpuRun(f"split by row over GPUs {visible}", visible, 2, even)]
+    return runs
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -132,10 +172,10 @@ class Server:
     """``python -m llama_cpp.server`` as the guide starts it, on a loopback port; always stopped."""
 
     def __init__(self, venv_python: str, model: Path, port: int, n_gpu_layers: int, log_path: Path,
-                 env: Mapping[str, str]) -> None:
+                 env: Mapping[str, str], extra: tuple[str, ...] = ()) -> None:
         self.args = [venv_python, "-m", "llama_cpp.server", "--model", str(model), "--n_gpu_layers", str(n_gpu_layers),
                      "--main_gpu", "0", "--chat_format", "chatml", "--host", "127.0.0.1", "--port", str(port),
-                     "--n_ctx", "256"]
+                     "--n_ctx", "256", *extra]
         self.base = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self.env = dict(env)
@@ -237,7 +277,8 @@ def server_checks(srv: Server) -> list[Check]:
 
 
 def smoke_one(wheel: Path, entry: Mapping[str, Any], *, options: Options, model: Path, python: str,
-              gpus: list[Gpu], require_gpu: bool, port: int | None, env: Mapping[str, str], log: Logger) -> SmokeReport:
+              gpus: list[Gpu], require_gpu: bool, port: int | None, env: Mapping[str, str], log: Logger,
+              ) -> SmokeReport:
     flavour = wheel.parent.name
     rep = SmokeReport(flavour, wheel.name, gpus=[f"{g.index}: {g.name} (sm_{g.compute_cap})" for g in gpus])
     work = options.build_dir / "smoke"
@@ -258,7 +299,9 @@ def smoke_one(wheel: Path, entry: Mapping[str, Any], *, options: Options, model:
         cmd.run([venv_py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index",
                  "--find-links", str(wheel.parent), req], env=env)
     add("install from wheelhouse only", "pass", f"{req} (--no-index)", t0)
-    run_env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # nvidia-smi numbers cards in PCI bus order; make CUDA_VISIBLE_DEVICES mean the same cards.
+    run_env = {**{k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+               "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     t0 = time.monotonic()
     imp, out = probe(venv_py, "import", {}, run_env)
     if imp is None:
@@ -279,6 +322,7 @@ def smoke_one(wheel: Path, entry: Mapping[str, Any], *, options: Options, model:
         add("GPU offload support", "pass" if imp["gpu_offload"] else "fail",
             f"llama_supports_gpu_offload() = {imp['gpu_offload']}", t0)
         gpu_ok = imp["gpu_offload"]
+    runnable: list[Gpu] = []
     if gpus and cuda_build:
         arch_set = entry_arch_set(entry, imp["archs"])
         for g in gpus:
@@ -289,8 +333,10 @@ def smoke_one(wheel: Path, entry: Mapping[str, Any], *, options: Options, model:
             cov = coverage_verdict(g.compute_cap, arch_set)
             status: Status = {"native": "pass", "ptx-jit": "warn", "cannot-run": "fail"}[cov.kind]  # type: ignore[assignment]
             add(f"arch coverage GPU {g.index} ({g.name}, sm_{g.compute_cap})", status, f"{cov.kind}: {cov.message}", t0)
-            if cov.kind == "cannot-run":
-                gpu_ok = False
+            if cov.kind != "cannot-run":
+                runnable.append(g)
+        if not runnable:
+            gpu_ok = False
         if not gpu_ok and any(c.status == "fail" for c in rep.checks):
             log.error("refusing to load a model: this wheel cannot run on the GPU(s) present")
             return rep
@@ -303,33 +349,40 @@ def smoke_one(wheel: Path, entry: Mapping[str, Any], *, options: Options, model:
     add("generate (CPU)", "pass" if cpu["tokens"] else "fail",
         f"{len(cpu['tokens'])} tokens at {cpu['tok_per_s']} tok/s: {cpu['text']!r}", t0)
     rep.numbers["cpu_tok_per_s"] = cpu["tok_per_s"]
-    if gpu_ok:
+    runs = gpu_runs(runnable) if gpu_ok else []
+    if len(runnable) < len(gpus):  # a mixed machine: split runs only over cards that can all run the wheel
+        runs = [r for r in runs if r.split_mode is None]
+    for run in runs:
         t0 = time.monotonic()
-        gpu, out = probe(venv_py, "generate", {**gen_args, "n_gpu_layers": -1}, run_env)
+        args = {**gen_args, "n_gpu_layers": -1, "split_mode": run.split_mode,
+                "tensor_split": list(run.tensor_split) if run.tensor_split else None}
+        gpu, out = probe(venv_py, "generate", args, {**run_env, "CUDA_VISIBLE_DEVICES": run.visible})
         if gpu is None:
-            add("full offload", "fail", out, t0)
-        else:
-            off = offloaded(out)
-            full = off is not None and off[0] == off[1]
-            add("full offload", "pass" if full else "fail",
-                f"offloaded {off[0]}/{off[1]} layers to GPU" if off
-                else "no 'offloaded N/M layers' line in the log", t0)
-            rep.numbers["gpu_tok_per_s"] = gpu["tok_per_s"]
-            t0 = time.monotonic()
-            same = cpu["tokens"][:AGREE_STEPS] == gpu["tokens"][:AGREE_STEPS]
-            diff = max(abs(a - b) for a, b in zip(cpu["first_logits"], gpu["first_logits"], strict=True))
-            ok = same and diff <= LOGIT_TOL
-            add("GPU vs CPU agreement", "pass" if ok else "fail",
-                f"first {AGREE_STEPS} greedy tokens {'equal' if same else 'DIFFER'}; max |Δlogit| = {diff:.4f} "
-                f"(tolerance {LOGIT_TOL})", t0)
-            rep.numbers["max_logit_diff"] = diff
+            add(f"full offload ({run.name})", "fail", out, t0)
+            continue
+        off = offloaded(out)
+        full = off is not None and off[0] == off[1]
+        add(f"full offload ({run.name})", "pass" if full else "fail",
+            f"offloaded {off[0]}/{off[1]} layers to GPU" if off
+            else "no 'offloaded N/M layers' line in the log", t0)
+        rep.numbers.setdefault("gpu_tok_per_s", {})[run.name] = gpu["tok_per_s"]
+        t0 = time.monotonic()
+        same = cpu["tokens"][:AGREE_STEPS] == gpu["tokens"][:AGREE_STEPS]
+        diff = max(abs(a - b) for a, b in zip(cpu["first_logits"], gpu["first_logits"], strict=True))
+        ok = same and diff <= LOGIT_TOL
+        add(f"GPU vs CPU agreement ({run.name})", "pass" if ok else "fail",
+            f"first {AGREE_STEPS} greedy tokens {'equal' if same else 'DIFFER'}; max |Δlogit| = {diff:.4f} "
+            f"(tolerance {LOGIT_TOL}); {gpu['tok_per_s']} tok/s", t0)
+        rep.numbers.setdefault("max_logit_diff", {})[run.name] = diff
     if extras and "server" in extras.split(","):
         port_ = port or free_port()
         t0 = time.monotonic()
         if port and port_in_use(port):
             add("server start", "fail", f"port {port} is already in use; pass another --port or omit it", t0)
             return rep
-        srv = Server(venv_py, model, port_, -1 if gpu_ok else 0, work / f"server-{flavour}.log", run_env)
+        srv_env = {**run_env, "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in runnable)} if runnable else run_env
+        split = ("--tensor_split", *(["1"] * len(runnable))) if len(runnable) > 1 else ()
+        srv = Server(venv_py, model, port_, -1 if gpu_ok else 0, work / f"server-{flavour}.log", srv_env, split)
         try:
             with srv:
                 srv.wait_ready()
@@ -402,8 +455,10 @@ def cmd_smoke(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     if python is None:
         raise ConfigError(f"Python {options.python} was not found for the smoke venvs",
                           f"install Python {options.python} or set LLAMA_WHEELS_PYTHON")
-    _, _, gpus = find_gpus(env)
-    log.info("GPUs: " + (", ".join(f"{g.index}: {g.name} sm_{g.compute_cap}" for g in gpus) or "none"))
+    _, _, present = find_gpus(env)
+    gpus = select_gpus(args.gpus, present)
+    log.info("GPUs: " + (", ".join(f"{g.index}: {g.name} sm_{g.compute_cap}" for g in gpus) or "none")
+             + (f" (selected from {len(present)})" if len(gpus) != len(present) else ""))
     reports = []
     for wheel, entry in targets:
         with log.step(f"smoke {wheel.parent.name}"):
@@ -440,4 +495,6 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--require-gpu", action="store_true", help="a missing GPU is a failure, not a skip")
     s.add_argument("--offline", action="store_true", help="install only from local folders (always the case)")
     s.add_argument("--port", type=int, help="server port (default: a free one)")
+    s.add_argument("--gpus", default="all", help="all, or nvidia-smi indices like 0,1: checks run per card, "
+                                                 "then split over all of them")
     s.set_defaults(func=cmd_smoke)

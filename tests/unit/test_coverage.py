@@ -55,3 +55,34 @@ def test_manifest_free_wheel_uses_reported_archs() -> None:
     assert s is not None and s.sass == ("sm_86", "sm_120a")
     assert entry_arch_set({"archs": "90-real;90-virtual"}, [900]).ptx == ("compute_90",)  # type: ignore[union-attr]
     assert entry_arch_set({}, []) is None
+
+
+def test_gpu_selection_and_runs(fixture_text) -> None:
+    from llama_wheels.detect import parse_nvidia_smi_csv
+    from llama_wheels.errors import ConfigError
+    from llama_wheels.smoke import gpu_runs, select_gpus
+
+    gpus = parse_nvidia_smi_csv(fixture_text("nvidia-smi-query-mixed.csv"))  # sm_86 + sm_90
+    assert [g.index for g in select_gpus("all", gpus)] == [0, 1]
+    assert [g.index for g in select_gpus("1", gpus)] == [1]
+    assert [g.index for g in select_gpus("1,0,1", gpus)] == [1, 0]
+    for bad, fragment in (("2", "GPU 2 is not present; present: 0, 1"), ("0;1", "is not 'all'"), ("", "is not")):
+        with pytest.raises(ConfigError) as e:
+            select_gpus(bad, gpus)
+        assert fragment in e.value.one_line()
+    runs = gpu_runs(gpus)
+    assert [(r.name, r.visible, r.split_mode, r.tensor_split) for r in runs] == [
+        ("GPU 0", "0", None, None), ("GPU 1", "1", None, None),
+        ("split by layer over GPUs 0,1", "0,1", 1, (1.0, 1.0)), ("split by row over GPUs 0,1", "0,1", 2, (1.0, 1.0))]
+    h100 = parse_nvidia_smi_csv(fixture_text("nvidia-smi-query-h100.csv"))
+    assert [(r.name, r.visible) for r in gpu_runs(h100)] == [("GPU 0", "0")]  # one card: no split runs
+
+
+def test_mixed_machine_gets_a_verdict_per_card(fixture_text) -> None:
+    from llama_wheels.detect import parse_nvidia_smi_csv
+
+    gpus = parse_nvidia_smi_csv(fixture_text("nvidia-smi-query-mixed.csv"))
+    wheel = parse_arch_set("90", ptx="none")  # an H100-only wheel on an RTX 3090 + H100 host
+    assert [coverage_verdict(g.compute_cap, wheel).kind for g in gpus] == ["cannot-run", "native"]
+    universal = parse_arch_set("86;89;120")
+    assert [coverage_verdict(g.compute_cap, universal).kind for g in gpus] == ["native", "ptx-jit"]
