@@ -32,7 +32,7 @@ def doctor(c: Context, json: bool = False, arch_set: str = "", cuda: str = "") -
     """
     args = ["doctor"] + (["--json"] if json else [])
     if arch_set:
-        args += ["--archs", arch_set] if any(ch.isdigit() for ch in arch_set) else ["--arch-set", arch_set]
+        args += ["--archs", arch_set]  # the parser takes a set name, 'auto' or an arch list alike
     if cuda:
         args += ["--cuda", cuda]
     _run(args)

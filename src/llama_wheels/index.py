@@ -127,7 +127,7 @@ def build_index(wheelhouse: Path, *, base_url: str | None = None, prune: bool = 
             "files": len(infos)}
 
 
-def _url(info: FileInfo, base_url: str | None, flavour: str) -> str:
+def _url(info: FileInfo, base_url: str | None) -> str:
     if base_url:
         return f"{base_url.rstrip('/')}/files/{info.filename}"
     return f"../../files/{info.filename}"
@@ -150,7 +150,7 @@ def _write_flavour(folder: Path, files: list[FileInfo], base_url: str | None, fl
         pdir.mkdir()
         rows = []
         for f in items:
-            attrs = [f'href="{html.escape(_url(f, base_url, flavour))}#sha256={f.sha256}"']
+            attrs = [f'href="{html.escape(_url(f, base_url))}#sha256={f.sha256}"']
             if f.requires_python:
                 attrs.append(f'data-requires-python="{html.escape(f.requires_python)}"')
             attrs.append(f'data-dist-info-metadata="sha256={f.metadata_sha256}"')
@@ -162,7 +162,7 @@ def _write_flavour(folder: Path, files: list[FileInfo], base_url: str | None, fl
             "name": project,
             "versions": sorted({f.version for f in items}),
             "files": [{
-                "filename": f.filename, "url": _url(f, base_url, flavour), "hashes": {"sha256": f.sha256},
+                "filename": f.filename, "url": _url(f, base_url), "hashes": {"sha256": f.sha256},
                 "requires-python": f.requires_python or None, "size": f.size,
                 "core-metadata": {"sha256": f.metadata_sha256}, "dist-info-metadata": {"sha256": f.metadata_sha256},
             } for f in items],

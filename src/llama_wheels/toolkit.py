@@ -9,7 +9,6 @@ There is no libcuda stub on PyPI, so without a driver library the build sets GGM
 from __future__ import annotations
 
 import ctypes.util
-import os
 import sys
 from pathlib import Path
 
@@ -112,10 +111,3 @@ def _rmtree_owned(path: Path, owner: Path) -> None:
 
     remove_tree_within(path, owner)
 
-
-def runtime_lib_dirs(root: Path) -> list[str]:
-    return [str(root / "lib")] if (root / "lib").is_dir() else []
-
-
-def path_with(root: Path, env: dict[str, str]) -> str:
-    return os.pathsep.join([str(root / "bin"), env.get("PATH", "")])

@@ -253,7 +253,7 @@ def check_wheel(path: Path, *, cuda_runtime: str | None = None, min_dup_bytes: i
     return rep
 
 
-def elf_closure_problems(root: Path, external_ok: tuple[str, ...] = ()) -> list[str]:
+def elf_closure_problems(root: Path) -> list[str]:
     """Every NEEDED of our libs is found in llama_cpp/lib or is an outside (system/CUDA) library."""
     libdir = root / PKG / "lib"
     present = {f.name for f in libdir.iterdir()} if libdir.is_dir() else set()
