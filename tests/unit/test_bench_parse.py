@@ -28,3 +28,24 @@ def test_ccache_delta() -> None:
     assert (d.hits, d.misses, d.describe()) == (22, 1, "22/23 (96%)")
     r = stats_delta({}, {"direct_cache_hit": 9, "cache_miss": 1, "remote_storage_hit": 8, "remote_storage_error": 2})
     assert (r.remote_hits, r.remote_errors, r.describe()) == (8, 2, "9/10 (90%), 8 remote")
+
+
+def test_native_build_reuses_every_compiler_of_the_wheel_tree(tmp_path) -> None:
+    """Lines as CMake 3.25 wrote them in this machine's cu130-sm90 tree (PyPI toolkit; the empty host compiler
+    entry added). Without the nvcc path the native llama-bench build found /usr/local/cuda/bin/nvcc on the
+    H100 while the wheel used /usr/local/cuda-13.0/bin/nvcc: other -isystem dirs, so every CUDA compile
+    missed the cache (4 min 49 s vs 7 s)."""
+    from llama_wheels.bench import wheel_compilers
+
+    (tmp_path / "CMakeCache.txt").write_text(
+        "//CUDA compiler\n"
+        "CMAKE_CUDA_COMPILER:STRING=/root/.cache/llama-wheels/toolkits/cu130/nvidia/cu13/bin/nvcc\n"
+        "CMAKE_CUDA_COMPILER_LAUNCHER:UNINITIALIZED=/work/main/.nox/build_cuda/bin/ccache\n"
+        "CMAKE_CUDA_HOST_COMPILER:FILEPATH=\n"
+        "CMAKE_CXX_COMPILER:FILEPATH=/usr/bin/g++\n"
+        "CMAKE_CXX_COMPILER_AR:FILEPATH=/usr/bin/gcc-ar-12\n"
+        "CMAKE_C_COMPILER:FILEPATH=/usr/bin/gcc\n")
+    assert sorted(wheel_compilers(tmp_path)) == [
+        "-DCMAKE_CUDA_COMPILER=/root/.cache/llama-wheels/toolkits/cu130/nvidia/cu13/bin/nvcc",
+        "-DCMAKE_CXX_COMPILER=/usr/bin/g++", "-DCMAKE_C_COMPILER=/usr/bin/gcc"]
+    assert wheel_compilers(tmp_path / "missing") == []
