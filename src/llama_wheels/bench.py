@@ -23,10 +23,11 @@ from typing import Any
 
 from llama_wheels import cmd
 from llama_wheels.clean import mark_owned
+from llama_wheels.compcache import CacheProbe, CacheStats
 from llama_wheels.config import Options
 from llama_wheels.detect import find_gpus, find_pythons
 from llama_wheels.errors import BuildFailed, ConfigError, SmokeFailed
-from llama_wheels.log import Logger, render_markdown
+from llama_wheels.log import Logger, fmt_seconds, render_markdown
 from llama_wheels.model import BENCH, cached_model, validate
 from llama_wheels.plan import ccache_env
 from llama_wheels.smoke import make_venv, probe, select_wheels
@@ -75,22 +76,28 @@ def wheel_compilers(build_tree: Path) -> list[str]:
 
 
 def build_llama_bench(options: Options, entry: Mapping[str, Any], env: Mapping[str, str],
-                      offline: bool) -> tuple[Path, float]:
+                      offline: bool) -> tuple[Path, float, CacheStats]:
     from llama_wheels import sdist
     from llama_wheels.build import resolve_source
 
     src = sdist.extract(resolve_source(options, offline, env), options.build_dir / "src")
     bdir = options.build_dir / f"bench-{entry.get('flavour', 'wheel')}"
+    bdir.mkdir(parents=True, exist_ok=True)
     benv = {**env, **ccache_env(options)}
     t0 = time.monotonic()
-    cmd.run(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(bdir), "-G", "Ninja",
-             *native_cmake_args(entry.get("cmake_args", [])),
-             *wheel_compilers(options.build_dir / str(entry.get("flavour", "")))], env=benv, capture=True)
-    cmd.run(["cmake", "--build", str(bdir), "--target", "llama-bench"], env=benv, log=bdir / "build.log")
+    args = [str(a) for a in entry.get("cmake_args", [])]
+    launch = next((a.split("=", 1)[1] for a in args if a.startswith("-DCMAKE_C_COMPILER_LAUNCHER=")), None)
+    with CacheProbe(launch, benv, bdir) as probe:  # the launcher the wheel's build used
+        benv |= probe.env
+        cmd.run(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(bdir), "-G", "Ninja",
+                 *native_cmake_args(args),
+                 *wheel_compilers(options.build_dir / str(entry.get("flavour", "")))], env=benv, capture=True)
+        cmd.run(["cmake", "--build", str(bdir), "--target", "llama-bench"], env=benv, log=bdir / "build.log")
+        cache = probe.stats()
     exe = bdir / "bin" / ("llama-bench.exe" if os.name == "nt" else "llama-bench")
     if not exe.exists():
         raise BuildFailed(f"llama-bench was not built in {bdir}", f"see {bdir / 'build.log'}")
-    return exe, time.monotonic() - t0
+    return exe, time.monotonic() - t0, cache
 
 
 def run_bench(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
@@ -134,7 +141,8 @@ def run_bench(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     build_s = 0.0
     if not args.no_native:
         with log.step("native llama-bench (same source, same CMake flags, compiler cache)"):
-            native_exe, build_s = build_llama_bench(options, entry, env, args.offline)
+            native_exe, build_s, cache = build_llama_bench(options, entry, env, args.offline)
+            log.info(f"native llama-bench built in {fmt_seconds(build_s)}; compiler cache {cache.describe()}")
     base = {"model": str(model), "ngl": ngl, "n_prompt": 512, "n_gen": 128, "threads": threads, "reps": args.reps}
     results: dict[str, dict[str, list[float]]] = {k: {"pp": [], "tg": []} for k in
                                                    ("native", "wheel_lowlevel", "wheel_highlevel", "wheel_defaults")}

@@ -33,13 +33,6 @@ class StepResult:
     entry: dict[str, Any] = field(default_factory=dict)
 
 
-def find_launcher(env: Mapping[str, str], options: Options | None = None) -> str | None:
-    from llama_wheels.config import CompilerCache
-
-    cache = options.compiler_cache if options else CompilerCache("ccache", Path(), "", "", False)
-    return compcache.launcher(cache, env)
-
-
 def resolve_source(options: Options, offline: bool, env: Mapping[str, str]) -> sdist.Source:
     if offline:
         return sdist.find_offline(options.prefetch_dir, options.llama_cpp_python, options.sdist_sha256)
@@ -76,11 +69,11 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
     staging.mkdir(parents=True)
     result = StepResult(step, ok=False)
     t0, c0 = time.monotonic(), _children_cpu()
-    before = compcache.counters(launcher, env)
-    with log.step(f"compile {step.flavour} ({', '.join(step.variants)})"):
-        cmd.run(frontend_command(src, staging / "raw", step.build_dir, frontend), env=env,
+    with compcache.CacheProbe(launcher, env, staging) as probe, \
+            log.step(f"compile {step.flavour} ({', '.join(step.variants)})"):
+        cmd.run(frontend_command(src, staging / "raw", step.build_dir, frontend), env={**env, **probe.env},
                 log=staging / "build.log")
-    result.cache = compcache.delta(before, compcache.counters(launcher, env))
+        result.cache = probe.stats()
     raw = next((staging / "raw").glob("*.whl"), None)
     if raw is None:
         raise BuildFailed(f"the build of {step.flavour} produced no wheel", f"see {staging / 'build.log'}")

@@ -103,7 +103,7 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     if not args.dry_run and not compcache.check_remote(options, args.require_remote_cache, log.warning) \
             and options.compiler_cache.remote:
         options = dataclasses.replace(options, compiler_cache=dataclasses.replace(options.compiler_cache, remote=""))
-    launcher = build.find_launcher(env, options)
+    launcher = (compcache.launcher if args.dry_run else compcache.require_launcher)(options.compiler_cache, env)
     tk_root = None
     if diag.toolkit.toolkit is not None:
         tk_root = Path(diag.toolkit.toolkit.root)
@@ -224,9 +224,10 @@ def cmd_cache(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
         if launch is None:
             log.info("no compiler cache in use")
             return 0
-        flag = "--show-stats" if "sccache" in Path(launch).name else "-s"
-        print(cmd.run([launch, flag, *(["-v"] if flag == "-s" else [])], env=cenv, capture=True, check=False,
-                      quiet=True).stdout)
+        sccache = compcache.is_sccache(launch)
+        with compcache.CacheProbe(launch, cenv) as probe:  # sccache: a server of its own, stopped after
+            print(cmd.run([launch, *(["--show-stats"] if sccache else ["-s", "-v"])], env={**cenv, **probe.env},
+                          capture=True, check=False, quiet=True).stdout)
         return 0
     report = CleanReport()
     if cache.local_dir.is_dir():

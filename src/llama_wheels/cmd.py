@@ -105,6 +105,29 @@ def run(
     return result
 
 
+def start(args: Sequence[PathLike], *, env: Mapping[str, str] | None = None, log: Path | None = None,
+          quiet: bool = False) -> subprocess.Popen[bytes]:
+    """Start a long-running helper (a server) in its own session, output into ``log`` (or discarded).
+    The caller stops it and waits for it; waiting also adds its CPU time to this process's children."""
+    argv = [os.fspath(a) for a in args]
+    resolved = which(argv[0], env)
+    if resolved is None:
+        tool = Path(argv[0]).name
+        raise ToolNotFound(f"'{tool}' was not found on PATH", HOW_TO_GET.get(tool, f"install {tool}"))
+    argv[0] = resolved
+    if not quiet:
+        echo(argv)
+    out = log.open("wb") if log else subprocess.DEVNULL
+    try:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(env) if env is not None else None,
+                                start_new_session=True)
+    except OSError as exc:
+        raise CommandFailed(f"could not start {argv[0]}: {exc.strerror}", "check the tool's installation") from exc
+    finally:
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+
 def _stream(argv: list[str], env: dict[str, str] | None, cwd: PathLike | None,
             timeout: float | None, log: Path | None) -> tuple[int, str]:
     """Stream output line by line to our stdout (and ``log``); keep the last lines for errors."""

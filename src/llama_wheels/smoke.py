@@ -182,10 +182,7 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
-        cmd.echo(self.args)
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
+        self.proc = cmd.start(self.args, env=self.env, log=self.log_path)
         return self
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -216,7 +213,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=15)
-        self._log.close()
 
     @property
     def stopped(self) -> bool:

@@ -1,4 +1,4 @@
-"""Two "runners" with separate, empty local ccache dirs sharing a real Redis server."""
+"""Two "runners" with separate, empty local cache dirs sharing a real Redis server: ccache, then sccache."""
 
 from __future__ import annotations
 
@@ -50,8 +50,10 @@ def redis(tmp_path_factory: pytest.TempPathFactory):
 
 
 def runner(lw_env: dict[str, str], work: Path, name: str, remote: str | None, *extra: str,
-           local: str | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, int]]:
-    env = {**lw_env, "LLAMA_WHEELS_CACHE_LOCAL_DIR": str(work / f"ccache-{local or name}"),
+           local: str | None = None, backend: str = "ccache",
+           ) -> tuple[subprocess.CompletedProcess[str], dict[str, int]]:
+    env = {**lw_env, "LLAMA_WHEELS_CACHE_LOCAL_DIR": str(work / f"{backend}-{local or name}"),
+           "LLAMA_WHEELS_CACHE_BACKEND": backend,
            "LLAMA_WHEELS_BUILD_DIR": str(work / f"build-{name}"), "LLAMA_WHEELS_WHEELHOUSE": str(work / f"wh-{name}")}
     if remote:
         env["LLAMA_WHEELS_CACHE_REMOTE"] = remote
@@ -61,7 +63,8 @@ def runner(lw_env: dict[str, str], work: Path, name: str, remote: str | None, *e
     if res.returncode != 0:
         return res, {}
     entry = next(iter(json.loads((work / f"wh-{name}" / "manifest.json").read_text())["wheels"].values()))
-    print(f"runner {name}: {seconds:.1f} s, cache {entry['cache']}")
+    print(f"{backend} runner {name}: {seconds:.1f} s (build step {entry['build_seconds']} s, "
+          f"{entry['cpu_seconds']} CPU-s), cache {entry['cache']}")
     return res, entry["cache"]
 
 
@@ -115,3 +118,38 @@ def test_cache_tasks(warm_remote: Path, lw_env: dict[str, str]) -> None:
     dry = lw("cache-clear", "--dry-run", env=env)
     assert dry.returncode == 0 and "would free" in dry.stdout
     assert any((warm_remote / "ccache-b").iterdir())
+
+
+def sccache_servers() -> int:
+    return sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and (p / "comm").exists()
+               and (p / "comm").read_text().strip() == "sccache")
+
+
+@pytest.fixture(scope="module")
+def sccache_fleet(redis: int, lw_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+    assert shutil.which("sccache", path=lw_env["PATH"]), "sccache is missing: the tests session installs the group"
+    work = tmp_path_factory.mktemp("sccache-fleet")
+    servers = sccache_servers()
+    res, stats = runner(lw_env, work, "a", f"redis://127.0.0.1:{redis}", backend="sccache")
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert stats["misses"] > 100 and stats["hits"] == 0, stats
+    assert sccache_servers() == servers  # the build's own server was stopped
+    return work
+
+
+def test_sccache_second_runner_gets_its_objects_from_the_remote(sccache_fleet: Path, redis: int,
+                                                                  lw_env: dict[str, str]) -> None:
+    res, stats = runner(lw_env, sccache_fleet, "b", f"redis://127.0.0.1:{redis}", backend="sccache")
+    assert res.returncode == 0, res.stdout[-3000:]
+    calls = stats["hits"] + stats["misses"]
+    assert calls > 100 and stats["remote_hits"] >= 0.9 * calls and stats["local_hits"] == 0, stats
+
+
+def test_sccache_read_only_hits_and_writes_nothing(sccache_fleet: Path, redis: int, lw_env: dict[str, str]) -> None:
+    before = dbsize(redis)
+    res, stats = runner(lw_env, sccache_fleet, "c", f"redis://127.0.0.1:{redis}", "--cache-read-only",
+                        backend="sccache")
+    assert res.returncode == 0, res.stdout[-3000:]
+    calls = stats["hits"] + stats["misses"]
+    assert calls > 100 and stats["hits"] >= 0.9 * calls, stats  # an empty local dir: every hit is remote
+    assert dbsize(redis) == before

@@ -49,3 +49,26 @@ def test_native_build_reuses_every_compiler_of_the_wheel_tree(tmp_path) -> None:
         "-DCMAKE_CUDA_COMPILER=/root/.cache/llama-wheels/toolkits/cu130/nvidia/cu13/bin/nvcc",
         "-DCMAKE_CXX_COMPILER=/usr/bin/g++", "-DCMAKE_C_COMPILER=/usr/bin/gcc"]
     assert wheel_compilers(tmp_path / "missing") == []
+
+
+def test_ccache_stats_log_is_this_build_only(fixture_text) -> None:
+    """ccache 4.14's stats log (recorded): a miss, a hit, a miss; only this build's calls are in it."""
+    from llama_wheels.compcache import parse_stats_log
+
+    s = parse_stats_log(fixture_text("ccache-4.14-statslog.txt"))
+    assert (s.hits, s.misses, s.local_hits, s.remote_hits, s.describe()) == (1, 2, 1, 0, "1/3 (33%)")
+    assert parse_stats_log("").describe() == "-"
+
+
+def test_sccache_json_stats(fixture_text) -> None:
+    """sccache 0.16's JSON (recorded against a real Redis): per-level counts when writing; read-only
+    mode has no per-level block, so the hits are counted without a local/remote split."""
+    from llama_wheels.compcache import parse_sccache_stats
+
+    w = parse_sccache_stats("sccache: Starting the server...\n" + fixture_text("sccache-0.16-stats-multilevel.json"))
+    assert (w.hits, w.misses, w.local_hits, w.remote_hits, w.remote_errors) == (2, 1, 0, 2, 0)
+    assert w.describe() == "2/3 (67%), 2 remote"
+    r = parse_sccache_stats(fixture_text("sccache-0.16-stats-readonly.json"))
+    assert (r.hits, r.misses, r.local_hits, r.describe()) == (2, 0, 0, "2/2 (100%)")
+    local_only = parse_sccache_stats(fixture_text("sccache-0.16-stats-readonly.json"), chained=False)
+    assert local_only.local_hits == 2 and local_only.remote_hits == 0

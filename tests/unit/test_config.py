@@ -102,7 +102,11 @@ def test_compiler_cache_layers(options) -> None:
 @pytest.mark.parametrize(("body", "fragment"), [
     ('[tool.llama-wheels.cache]\nremot = "redis://x"\n', "did you mean 'remote'?"),
     ('[tool.llama-wheels.cache]\nbackend = "distcc"\n', "use ccache, sccache or none"),
-    ('[tool.llama-wheels.cache]\nremote = "s3://bucket"\n', "is not a URL ccache/sccache knows"),
+    ('[tool.llama-wheels.cache]\nremote = "s3://bucket"\n', 'not a URL ccache knows .that is a sccache remote'),
+    ('[tool.llama-wheels.cache]\nbackend = "sccache"\nremote = "file:/shared"\n',
+     'not a URL sccache knows .that is a ccache remote'),
+    ('[tool.llama-wheels.cache]\nbackend = "sccache"\nremote = "s3:///prefix"\n', "use redis://host:port, s3://bucket"),
+    ('[tool.llama-wheels.cache]\nremote = "ftp://h/x"\n', "use redis://host:port, http.s.://host/path or file:"),
     ('[tool.llama-wheels.cache]\nread-only = "yes"\n', "must be a bool"),
 ])
 def test_bad_cache_config(options, body: str, fragment: str) -> None:
@@ -119,6 +123,28 @@ def test_cache_env(options) -> None:
     assert "CCACHE_REMOTE_STORAGE" not in env_for(o, remote_ok=False)
     s = options('[tool.llama-wheels.cache]\nbackend = "sccache"\nremote = "redis://h:1"\nread-only = true\n')
     assert env_for(s)["SCCACHE_REDIS_RW_MODE"] == "READ_ONLY" and env_for(s)["SCCACHE_REDIS_ENDPOINT"] == "redis://h:1"
+    assert env_for(s)["SCCACHE_MULTILEVEL_CHAIN"] == "disk,redis"
+    assert "SCCACHE_MULTILEVEL_CHAIN" not in env_for(s, remote_ok=False)
+
+
+@pytest.mark.parametrize(("remote", "expected"), [
+    ("s3://wheels-cache/llama/cu130", {"SCCACHE_MULTILEVEL_CHAIN": "disk,s3", "SCCACHE_BUCKET": "wheels-cache",
+                                       "SCCACHE_S3_KEY_PREFIX": "llama/cu130", "SCCACHE_S3_RW_MODE": "READ_WRITE"}),
+    ("gs://bucket", {"SCCACHE_MULTILEVEL_CHAIN": "disk,gcs", "SCCACHE_GCS_BUCKET": "bucket",
+                     "SCCACHE_GCS_RW_MODE": "READ_WRITE"}),
+    ("https://ci:s%40cret@dav.internal:8443/sccache", {
+        "SCCACHE_MULTILEVEL_CHAIN": "disk,webdav", "SCCACHE_WEBDAV_ENDPOINT": "https://dav.internal:8443/sccache",
+        "SCCACHE_WEBDAV_USERNAME": "ci", "SCCACHE_WEBDAV_PASSWORD": "s@cret", "SCCACHE_WEBDAV_RW_MODE": "READ_WRITE"}),
+])
+def test_sccache_remote_env(options, remote: str, expected: dict[str, str]) -> None:
+    """sccache 0.16's own variable names (its docs: S3.md, Gcs.md, Webdav.md, MultiLevel.md)."""
+    from llama_wheels.compcache import env_for
+
+    env = env_for(options(f'[tool.llama-wheels.cache]\nbackend = "sccache"\nremote = "{remote}"\n'))
+    assert {k: env[k] for k in expected} == expected
+    assert "SCCACHE_GCS_KEY_PREFIX" not in env and env["SCCACHE_MULTILEVEL_WRITE_ERROR_POLICY"] == "l0"
+    assert "s@cret" not in "\n".join(options(f'[tool.llama-wheels.cache]\nbackend = "sccache"\nremote = "{remote}"\n')
+                                     .describe())
 
 
 def test_relative_root_gives_absolute_paths(project, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,3 +152,17 @@ def test_relative_root_gives_absolute_paths(project, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(root)
     o = resolve(Path("."), {})
     assert o.build_dir.is_absolute() and o.wheelhouse.is_absolute() and o.build_dir == root.resolve() / "build"
+
+
+def test_configured_cache_must_be_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llama_wheels.compcache import require_launcher
+    from llama_wheels.config import CompilerCache
+    from llama_wheels.errors import ToolNotFound
+
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))  # no ccache/sccache next to it
+    with pytest.raises(ToolNotFound, match="install the 'sccache' dependency group") as exc:
+        require_launcher(CompilerCache("sccache", tmp_path, "1G", "", False), {"PATH": str(tmp_path)})
+    assert exc.value.return_code == 3 and "LLAMA_WHEELS_CACHE_BACKEND=none" in str(exc.value)
+    assert require_launcher(CompilerCache("none", tmp_path, "1G", "", False), {"PATH": ""}) is None
+    (tmp_path / "ccache").write_text("#!/bin/sh\n")
+    assert require_launcher(CompilerCache("ccache", tmp_path, "1G", "", False), {}) == str(tmp_path / "ccache")
