@@ -51,24 +51,45 @@ class VsInstall:
     path: str
     version: str
     name: str
-    has_cl: bool
+    has_cl: bool  # complete, and (as VSWHERE_ARGS ask) with the x64 C++ build tools
+    year: str = ""  # catalog.productLineVersion: "2022"
+
+    @property
+    def vcvars64(self) -> str:
+        return self.path + r"\VC\Auxiliary\Build\vcvars64.bat"
+
+
+# Installs that have the MSVC x64 C++ toolset (the component id of "Desktop development with C++").
+VSWHERE_ARGS = ["-all", "-products", "*", "-requires", "Microsoft.VisualStudio.Component.VC.Tools.x86.x64",
+                "-format", "json"]
 
 
 def parse_vswhere(text: str) -> list[VsInstall]:
-    """``vswhere -all -products * -format json`` output."""
+    """``vswhere <VSWHERE_ARGS>`` output (a JSON list of instances)."""
     try:
         data = json.loads(text or "[]")
     except json.JSONDecodeError:
         return []
     out = []
     for item in data if isinstance(data, list) else []:
+        catalog = item.get("catalog") if isinstance(item.get("catalog"), dict) else {}
         out.append(VsInstall(
             path=item.get("installationPath", ""),
             version=item.get("installationVersion", ""),
             name=item.get("displayName", ""),
             has_cl=bool(item.get("isComplete", True)),
+            year=str(catalog.get("productLineVersion", "")),
         ))
     return out
+
+
+def find_visual_studio(env: Mapping[str, str]) -> list[VsInstall]:
+    """Visual Studio installs with the C++ tools, from the installer's vswhere (Windows only)."""
+    base = env.get("ProgramFiles(x86)") or r"C:\Program Files (x86)"
+    exe = Path(base) / "Microsoft Visual Studio" / "Installer" / "vswhere.exe"
+    if not exe.exists():
+        return []
+    return parse_vswhere(_probe([str(exe), *VSWHERE_ARGS], env) or "")
 
 
 def parse_cc_version(text: str) -> tuple[str, str] | None:
@@ -171,6 +192,7 @@ class Facts:
     python: str
     pythons: dict[str, str] = field(default_factory=dict)  # "3.11" -> path
     compiler: dict[str, str] = field(default_factory=dict)  # kind, path, version, msc_ver, visual_studio, target
+    visual_studio: list[VsInstall] = field(default_factory=list)  # Windows: installs with the C++ tools
     toolkits: list[Toolkit] = field(default_factory=list)
     driver: str = ""
     driver_cuda: Version | None = None
@@ -297,6 +319,8 @@ def gather(env: Mapping[str, str], *, python_versions: list[str], pypi_roots: li
                   python=platform.python_version())
     facts.pythons = find_pythons(python_versions, env, windows)
     facts.compiler = find_compiler(env, windows)
+    if windows:
+        facts.visual_studio = find_visual_studio(env)
     for root, via in candidate_toolkit_roots(env, windows, pypi_roots):
         tk = probe_toolkit(root, via, env, windows)
         if tk:

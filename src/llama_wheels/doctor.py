@@ -99,6 +99,12 @@ def choose_toolkit(cuda: str, facts: Facts) -> ToolkitChoice:
 
 def _compiler_verdict(facts: Facts, cuda: Version | None) -> Verdict:
     c = facts.compiler
+    vs = next((v for v in facts.visual_studio if v.has_cl), None)
+    if not c and vs is not None:  # the guide's most common miss: VS is there, the prompt is not
+        return Verdict("fail", "host compiler",
+                       f"cl is not on PATH, but {vs.name} {vs.version} has the C++ tools ({vs.path})",
+                       f"open 'x64 Native Tools Command Prompt for VS {vs.year or vs.name}', "
+                       f"or run \"{vs.vcvars64}\" in this shell first")
     if not c:
         return Verdict("fail", "host compiler", "no C++ compiler found (cl, g++, clang++)",
                        "install Visual Studio 2022 with 'Desktop development with C++' (Windows) or gcc/g++ (Linux)")
@@ -209,6 +215,8 @@ def render(facts: Facts, diag: Diagnosis) -> str:
     lines.append("Host compiler: " + (f"{c['kind']} {c['version']} at {c['path']}" +
                                       (f" ({c['visual_studio']}, for {c['target']})" if c.get("visual_studio") else "")
                                       if c else "none"))
+    for vs in facts.visual_studio:
+        lines.append(f"  Visual Studio: {vs.name} {vs.version} at {vs.path}")
     for t in facts.toolkits:
         state = "complete" if t.complete else "INCOMPLETE: lacks " + ", ".join(t.missing)
         lines.append(f"nvcc {t.full_version} at {t.nvcc} (via {t.found_via}): {state}")
