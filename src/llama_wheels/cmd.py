@@ -54,6 +54,17 @@ def echo(args: Sequence[str], cwd: PathLike | None = None) -> None:
     print(f"+ {shlex.join(args)}{where}", file=sys.stderr, flush=True)
 
 
+def resolve(args: Sequence[PathLike], env: Mapping[str, str] | None) -> list[str]:
+    """``args`` as strings with the program resolved on ``env``'s PATH, or ToolNotFound naming how to get it."""
+    argv = [os.fspath(a) for a in args]
+    resolved = which(argv[0], env)
+    if resolved is None:
+        tool = Path(argv[0]).name
+        raise ToolNotFound(f"'{tool}' was not found on PATH", HOW_TO_GET.get(tool, f"install {tool}"))
+    argv[0] = resolved
+    return argv
+
+
 def run(
     args: Sequence[PathLike],
     *,
@@ -72,12 +83,7 @@ def run(
     A missing program raises :class:`ToolNotFound`; a non-zero exit raises
     :class:`CommandFailed` unless ``check=False``.
     """
-    argv = [os.fspath(a) for a in args]
-    resolved = which(argv[0], env)
-    if resolved is None:
-        tool = Path(argv[0]).name
-        raise ToolNotFound(f"'{tool}' was not found on PATH", HOW_TO_GET.get(tool, f"install {tool}"))
-    argv[0] = resolved
+    argv = resolve(args, env)
     if not quiet:
         echo(argv, cwd)
     full_env = dict(env) if env is not None else None
@@ -109,12 +115,7 @@ def start(args: Sequence[PathLike], *, env: Mapping[str, str] | None = None, log
           quiet: bool = False) -> subprocess.Popen[bytes]:
     """Start a long-running helper (a server) in its own session, output into ``log`` (or discarded).
     The caller stops it and waits for it; waiting also adds its CPU time to this process's children."""
-    argv = [os.fspath(a) for a in args]
-    resolved = which(argv[0], env)
-    if resolved is None:
-        tool = Path(argv[0]).name
-        raise ToolNotFound(f"'{tool}' was not found on PATH", HOW_TO_GET.get(tool, f"install {tool}"))
-    argv[0] = resolved
+    argv = resolve(args, env)
     if not quiet:
         echo(argv)
     out = log.open("wb") if log else subprocess.DEVNULL
