@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels import cmd
-from llama_wheels.clean import mark_owned
+from llama_wheels.clean import owned_subdir
 from llama_wheels.compcache import CacheProbe, CacheStats
 from llama_wheels.config import Options
 from llama_wheels.detect import find_gpus, find_pythons
@@ -80,9 +80,8 @@ def build_llama_bench(options: Options, entry: Mapping[str, Any], env: Mapping[s
     from llama_wheels import sdist
     from llama_wheels.build import resolve_source
 
-    src = sdist.extract(resolve_source(options, offline, env), options.build_dir / "src")
-    bdir = options.build_dir / f"bench-{entry.get('flavour', 'wheel')}"
-    bdir.mkdir(parents=True, exist_ok=True)
+    src = sdist.extract(resolve_source(options, offline, env), owned_subdir(options.build_dir, "src"))
+    bdir = owned_subdir(options.build_dir, f"bench-{entry.get('flavour', 'wheel')}")
     benv = {**env, **ccache_env(options)}
     t0 = time.monotonic()
     args = [str(a) for a in entry.get("cmake_args", [])]
@@ -115,9 +114,7 @@ def run_bench(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     python = find_pythons([options.python], env, os.name == "nt").get(options.python)
     if python is None:
         raise ConfigError(f"Python {options.python} was not found", "install it or set LLAMA_WHEELS_PYTHON")
-    mark_owned(options.build_dir)
-    work = options.build_dir / "bench"
-    work.mkdir(parents=True, exist_ok=True)
+    work = owned_subdir(options.build_dir, "bench")
     with log.step(f"fresh venv + install {wheel.name}"):
         venv_py = make_venv(work / f"venv-{wheel.parent.name}", python, options.build_dir)
         cmd.run([venv_py, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(wheel.parent),

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels import cmd, compcache, fatbin, manifest, sdist, toolkit, wheels
-from llama_wheels.clean import mark_owned, remove_tree_within
+from llama_wheels.clean import in_use, owned_subdir, remove_tree_within
 from llama_wheels.compcache import CacheStats
 from llama_wheels.config import Options
 from llama_wheels.errors import BuildFailed, FatalError, OfflineMissing
@@ -62,8 +62,9 @@ def _children_cpu() -> float:
 def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[str, str], log: Logger,
              launcher: str | None, offline: bool, frontend: str = "build", all_from_source: bool = False) -> StepResult:
     env = env_for(step, base_env)
-    Path(env["TMP"]).mkdir(parents=True, exist_ok=True)
-    staging = options.build_dir / "staging" / step.flavour
+    owned_subdir(options.build_dir, "tmp")
+    owned_subdir(options.build_dir, step.build_dir.name)
+    staging = owned_subdir(options.build_dir, "staging") / step.flavour
     if staging.exists():
         remove_tree_within(staging, options.build_dir)
     staging.mkdir(parents=True)
@@ -197,12 +198,19 @@ SUMMARY_HEADER = ["flavour", "wheel", "size", "sha256", "archs", "time", "cache 
 def execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[str, str], log: Logger,
             launcher: str | None, offline: bool, keep_going: bool, frontend: str = "build",
             all_from_source: bool = False) -> list[StepResult]:
-    mark_owned(options.build_dir)
+    with in_use(options.build_dir, "build", wait=True, log=log.info):
+        return _execute(steps, options, base_env=base_env, log=log, launcher=launcher, offline=offline,
+                        keep_going=keep_going, frontend=frontend, all_from_source=all_from_source)
+
+
+def _execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[str, str], log: Logger,
+             launcher: str | None, offline: bool, keep_going: bool, frontend: str,
+             all_from_source: bool) -> list[StepResult]:
     results: list[StepResult] = []
     try:
         with log.step("source"):
             source = resolve_source(options, offline, base_env)
-            src = sdist.extract(source, options.build_dir / "src")
+            src = sdist.extract(source, owned_subdir(options.build_dir, "src"))
             log.info(f"{source.path.name} (sha256 of the PyPI sdist {source.original_sha256[:12]}..., "
                      f"{'slim' if source.slim else 'full'}) -> {src}")
         pypi_versions = {s.toolkit.version for s in steps if s.arch_set is not None and s.toolkit.source == "pypi"}

@@ -1,27 +1,33 @@
 """Safe deletion: the temp-clearing step of the guide, without its risks.
 
-Only what llama-wheels owns is removed: the contents of a build dir that carries our marker file,
-the pip cache (through pip), and stale ``pip-*`` folders of the current user in the system temp.
-Symlinks and junctions are removed as links, never followed. A root is never removed itself, and
-``/``, a drive root, a home directory and a repository root are refused.
+Ownership is earned, not assumed: :func:`claim` stamps a folder with our marker only when it creates
+it or finds it empty, and :func:`owned_subdir` records each top-level entry llama-wheels creates in the
+marker. Clean-up removes only those recorded entries (anything else is listed and kept), then the pip
+cache through pip. Symlinks and junctions are removed as links, never followed. A root is never
+removed itself; ``/``, a drive root, a folder holding a home directory, the project or a repository,
+and a folder in use by a running build (its lock) are refused.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 import sys
-import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
 
 from llama_wheels import cmd
 from llama_wheels.errors import CleanRefused
 
 MARKER = ".llama-wheels"
-STALE_SECONDS = 3600
 
 
 @dataclass
@@ -39,15 +45,128 @@ def _is_link(path: Path) -> bool:
     return path.is_symlink() or (hasattr(os.path, "isjunction") and os.path.isjunction(path))
 
 
-def mark_owned(root: Path) -> None:
-    """Create ``root`` if needed and mark it as ours, so clean-temp may empty it later."""
-    root.mkdir(parents=True, exist_ok=True)
+# Top-level names in a folder stamped by an older llama-wheels (plain-text marker, no list): the only
+# entries clean-temp will still treat as ours there.
+_LEGACY_OURS = re.compile(r"^(src|tmp|staging|smoke|bench(-.+)?|cpu(-.+)?|cu\d+-.+)$")
+
+
+def _read_marker(root: Path) -> dict[str, Any] | None:
+    """The marker's record, or None if ``root`` has no marker. An old plain-text marker reads as legacy."""
     marker = root / MARKER
-    if not marker.exists():
-        marker.write_text("This folder is owned by llama-wheels; `invoke clean-temp` empties it.\n")
+    if _is_link(marker) or not marker.is_file():
+        return None
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return {"owner": "llama-wheels", "legacy": True, "created": []}
+    if not isinstance(data, dict) or data.get("owner") != "llama-wheels":
+        return None
+    data.setdefault("created", [])
+    return data
 
 
-def refuse_reason(root: Path, env: Mapping[str, str]) -> str | None:
+def _write_marker(root: Path, data: Mapping[str, Any]) -> None:
+    tmp = root / f"{MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, root / MARKER)
+
+
+def claim(root: Path) -> None:
+    """Make ``root`` ours: create it, or take it over only while it is empty or already carries our marker.
+
+    An existing folder that holds anything else is refused (exit 10): llama-wheels never stamps a folder
+    it did not create, so ``clean-temp`` can never empty someone's files.
+    """
+    if _is_link(root):
+        raise CleanRefused(f"{root} is a symlink or junction", "point build-dir at a real folder")
+    if root.exists() and not root.is_dir():
+        raise CleanRefused(f"{root} exists and is not a folder", "set build-dir to a new or empty folder")
+    if root.is_dir() and _read_marker(root) is not None:
+        return
+    if root.is_dir() and any(root.iterdir()):
+        raise CleanRefused(f"{root} already holds files that llama-wheels did not create",
+                           "set build-dir (LLAMA_WHEELS_BUILD_DIR) to a new or empty folder")
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{MARKER}.marker-lock")):
+        if _read_marker(root) is None:
+            _write_marker(root, {"owner": "llama-wheels", "created": [],
+                                 "note": "llama-wheels created this folder; `invoke clean-temp` removes only "
+                                         "the entries listed in 'created'"})
+
+
+def owned_subdir(root: Path, name: str) -> Path:
+    """``root/name``, created and recorded in the marker as ours (``root`` is claimed first)."""
+    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith(MARKER):
+        raise ValueError(f"not a plain folder name: {name!r}")
+    claim(root)
+    with FileLock(str(root / f"{MARKER}.marker-lock")):
+        data = _read_marker(root) or {"owner": "llama-wheels", "created": []}
+        if name not in data["created"]:
+            data["created"] = sorted({*data["created"], name})
+            _write_marker(root, data)
+    path = root / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def created_entries(root: Path) -> set[str]:
+    """Top-level names in ``root`` that llama-wheels created (from the marker)."""
+    data = _read_marker(root)
+    if data is None:
+        return set()
+    names = set(data["created"])
+    if data.get("legacy"):
+        names |= {p.name for p in root.iterdir() if _LEGACY_OURS.match(p.name)}
+    return names
+
+
+def _lock_paths(root: Path) -> tuple[Path, Path]:
+    return root / f"{MARKER}.lock", root / f"{MARKER}.lock.json"
+
+
+def _holder(root: Path) -> str:
+    info = _lock_paths(root)[1]
+    try:
+        data = json.loads(info.read_text(encoding="utf-8"))
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(data["since"])))
+        return f"PID {data['pid']} ({data.get('what', '?')}) since {since}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another llama-wheels process"
+
+
+@contextmanager
+def in_use(root: Path, what: str, *, wait: bool, log: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold ``root``'s lock while a build, smoke, bench or clean uses it.
+
+    ``wait=False`` fails at once with "in use by PID N since T" (exit 10); ``wait=True`` says who it is
+    waiting for, then waits. The lock is an OS file lock: a killed holder releases it.
+    """
+    claim(root)
+    lock_file, info = _lock_paths(root)
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise CleanRefused(f"{root} is in use by {_holder(root)}",
+                               "wait for that run to finish (or stop it), then try again") from None
+        if log:
+            log(f"{root} is in use by {_holder(root)}; waiting for it to finish")
+        lock.acquire()
+    try:
+        tmp = info.with_name(f"{info.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "since": time.time(), "what": what}), encoding="utf-8")
+        os.replace(tmp, info)
+        yield
+    finally:
+        lock.release()
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def refuse_reason(root: Path, env: Mapping[str, str], project_root: Path | None = None) -> str | None:
     """Why ``root`` must never be cleaned, or None."""
     if _is_link(root):
         return f"{root} is a symlink or junction; point build-dir at the real folder"
@@ -55,10 +174,20 @@ def refuse_reason(root: Path, env: Mapping[str, str]) -> str | None:
     if real == Path(real.anchor) or str(real) in ("/", "\\"):
         return f"{root} is a filesystem or drive root"
     homes = {Path.home(), *(Path(env[v]) for v in ("HOME", "USERPROFILE") if env.get(v))}
-    if any(real == Path(os.path.realpath(h)) for h in homes):
-        return f"{root} is a home directory"
+    for h in homes:
+        if _is_within(Path(os.path.realpath(h)), real):
+            return f"{root} is a home directory" if Path(os.path.realpath(h)) == real else \
+                f"{root} contains the home directory {h}"
     if (real / ".git").exists():
         return f"{root} is a repository root"
+    if project_root is not None and _is_within(Path(os.path.realpath(project_root)), real):
+        return f"{root} contains the project {project_root}"
+    try:
+        repos = [p for p in real.iterdir() if (p / ".git").exists()]
+    except OSError:
+        repos = []
+    if repos:
+        return f"{root} contains the repository {repos[0]}"
     return None
 
 
@@ -121,43 +250,27 @@ def remove_tree_within(path: Path, owner: Path, report: CleanReport | None = Non
         rep.removed.append((str(path), size))
 
 
-def clean_build_dir(root: Path, env: Mapping[str, str], *, dry_run: bool, report: CleanReport) -> None:
-    why = refuse_reason(root, env)
+def clean_build_dir(root: Path, env: Mapping[str, str], *, dry_run: bool, report: CleanReport,
+                    project_root: Path | None = None) -> None:
+    """Remove the entries of ``root`` that llama-wheels created (listed in its marker); keep the rest."""
+    why = refuse_reason(root, env, project_root)
     if why:
         raise CleanRefused(f"refusing to clean {root}: {why.split(': ', 1)[-1] if ': ' in why else why}",
                            "set build-dir to a folder of its own, e.g. C:\\lwb or ./build")
     if not root.exists():
         report.skipped.append((str(root), "does not exist"))
         return
-    if not (root / MARKER).exists():
+    if _read_marker(root) is None:
         raise CleanRefused(f"refusing to clean {root}: llama-wheels did not create it (no {MARKER} marker)",
                            "empty it yourself, or set build-dir to a new folder that llama-wheels will own")
+    ours = created_entries(root)
     for entry in sorted(root.iterdir()):
-        if entry.name == MARKER:
+        if entry.name.startswith(MARKER):
+            continue
+        if entry.name not in ours:
+            report.skipped.append((str(entry), "not created by llama-wheels: kept"))
             continue
         remove_tree_within(entry, root, report, dry_run)
-
-
-def stale_pip_dirs(tmp: Path, now: float | None = None) -> list[Path]:
-    """``pip-*`` folders in ``tmp`` that belong to us and were not touched for an hour."""
-    now = now or time.time()
-    out = []
-    try:
-        entries = list(tmp.iterdir())
-    except OSError:
-        return []
-    for p in entries:
-        if not p.name.startswith("pip-") or _is_link(p):
-            continue
-        try:
-            st = p.lstat()
-        except OSError:
-            continue
-        if hasattr(os, "getuid") and st.st_uid != os.getuid():
-            continue
-        if now - st.st_mtime >= STALE_SECONDS:
-            out.append(p)
-    return sorted(out)
 
 
 def pip_cache_dir(python: str, env: Mapping[str, str]) -> Path | None:
@@ -167,9 +280,17 @@ def pip_cache_dir(python: str, env: Mapping[str, str]) -> Path | None:
 
 
 def clean_temp(root: Path, env: Mapping[str, str], *, dry_run: bool, purge_pip: bool = True,
-               system_tmp: Path | None = None, python: str = sys.executable) -> CleanReport:
+               python: str = sys.executable, project_root: Path | None = None) -> CleanReport:
+    """The guide's "clear %TEMP%", safely: our build dir's own entries (under its lock, so never during a
+    build), then pip's cache through pip. Builds point TEMP/TMP into the build dir, so pip's temporary
+    folders of our builds are removed with it; the system temp folder is never touched."""
     report = CleanReport()
-    clean_build_dir(root, env, dry_run=dry_run, report=report)
+    if root.is_dir() and not _is_link(root) and _read_marker(root) is not None and not refuse_reason(
+            root, env, project_root):
+        with in_use(root, "clean-temp", wait=False):
+            clean_build_dir(root, env, dry_run=dry_run, report=report, project_root=project_root)
+    else:
+        clean_build_dir(root, env, dry_run=dry_run, report=report, project_root=project_root)
     if purge_pip:
         cache = pip_cache_dir(python, env)
         if cache is not None:
@@ -178,7 +299,4 @@ def clean_temp(root: Path, env: Mapping[str, str], *, dry_run: bool, purge_pip: 
                 cmd.run([python, "-m", "pip", "cache", "purge"], env=env, capture=True, check=False)
                 size -= _size(cache)
             report.removed.append((f"pip cache ({cache})", size))
-    tmp = system_tmp or Path(tempfile.gettempdir())
-    for p in stale_pip_dirs(tmp):
-        remove_tree_within(p, tmp, report, dry_run)
     return report

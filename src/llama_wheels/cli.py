@@ -131,7 +131,8 @@ def cmd_clean_temp(args: argparse.Namespace, env: Mapping[str, str], log: Logger
     from llama_wheels.log import fmt_bytes
 
     options = _options({"build-dir": args.root}, env, log, quiet=True)
-    report = clean_temp(options.build_dir, env, dry_run=args.dry_run, purge_pip=not args.no_pip_cache)
+    report = clean_temp(options.build_dir, env, dry_run=args.dry_run, purge_pip=not args.no_pip_cache,
+                        project_root=options.project_root)
     verb = "would remove" if args.dry_run else "removed"
     for path, size in report.removed:
         log.info(f"{verb} {path} ({fmt_bytes(size)})")
@@ -191,6 +192,7 @@ def cmd_publish(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -
 def cmd_cibuildwheel(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
     """Run cibuildwheel on the verified, extracted sdist with CMAKE_ARGS from our plan."""
     from llama_wheels import build, cmd, doctor, plan, sdist
+    from llama_wheels.clean import owned_subdir
 
     options = _options({}, env, log)
     spec = args.archs or args.arch_set or options.default_arch_set
@@ -200,7 +202,7 @@ def cmd_cibuildwheel(args: argparse.Namespace, env: Mapping[str, str], log: Logg
     choice = doctor.ToolkitChoice("system", (13, 0), None, "the CUDA image's toolkit")
     (step,) = plan.make_plan(options, arch_set=arch_set, toolkit=choice, variants=["default"], launcher=None,
                              no_vmm=False, cuda_runtime="system")
-    src = sdist.extract(build.resolve_source(options, args.offline, env), options.build_dir / "src")
+    src = sdist.extract(build.resolve_source(options, args.offline, env), owned_subdir(options.build_dir, "src"))
     out = options.wheelhouse / f"cibw-{step.flavour}"
     cibw_env = {**env, "CMAKE_ARGS": step.env["CMAKE_ARGS"], "CIBW_PLATFORM": args.platform}
     extra = ["--print-build-identifiers"] if args.print_build_identifiers else ["--output-dir", str(out)]

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from llama_wheels import cmd, manifest
 from llama_wheels.archs import Arch, ArchSet, finish, parse_arch_set
 from llama_wheels.check import our_wheels
-from llama_wheels.clean import mark_owned, remove_tree_within
+from llama_wheels.clean import owned_subdir, remove_tree_within
 from llama_wheels.config import Options
 from llama_wheels.coverage import coverage_verdict
 from llama_wheels.detect import Gpu, find_gpus, find_pythons
@@ -277,9 +277,7 @@ def smoke_one(wheel: Path, entry: Mapping[str, Any], *, options: Options, model:
               ) -> SmokeReport:
     flavour = wheel.parent.name
     rep = SmokeReport(flavour, wheel.name, gpus=[f"{g.index}: {g.name} (sm_{g.compute_cap})" for g in gpus])
-    work = options.build_dir / "smoke"
-    mark_owned(options.build_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    work = owned_subdir(options.build_dir, "smoke")
 
     def add(name: str, status: Status, detail: str, t0: float) -> None:
         rep.checks.append(Check(name, status, detail, time.monotonic() - t0))
