@@ -44,9 +44,9 @@ def doctor(c: Context, json: bool = False, arch_set: str = "", cuda: str = "") -
     "keep_pip_cache": "do not purge pip's cache",
 })
 def clean_temp(c: Context, dry_run: bool = False, root: str = "", keep_pip_cache: bool = False) -> None:
-    """Empty llama-wheels' build/temp dir, purge pip's cache, and drop stale pip-* temp folders.
+    """Remove what llama-wheels created in its build/temp dir (never anything else), and purge pip's cache.
 
-    Never follows symlinks out of the root; refuses /, drive roots, home and repository roots.
+    Refuses a folder it did not create, one holding home, the project or a repository, and one in use by a build.
     """
     args = ["clean-temp"] + (["--dry-run"] if dry_run else []) + (["--root", root] if root else [])
     _run(args + (["--no-pip-cache"] if keep_pip_cache else []))

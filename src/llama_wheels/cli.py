@@ -268,7 +268,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_cache_args(b)
     b.set_defaults(func=cmd_build)
 
-    c = sub.add_parser("clean-temp", help="empty our build/temp dir, purge pip's cache, drop stale pip-* temp dirs")
+    c = sub.add_parser("clean-temp", help="remove only what llama-wheels created in its build dir; purge pip's cache")
     c.add_argument("--dry-run", action="store_true")
     c.add_argument("--root", help="the build/temp dir to empty (default: build-dir)")
     c.add_argument("--no-pip-cache", action="store_true")
