@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llama_wheels import cmd, compcache, fatbin, manifest, sdist, toolkit, wheels
+from llama_wheels import cmd, compcache, fatbin, manifest, sdist, toolkit, wheels, windows
 from llama_wheels.clean import in_use, owned_subdir, remove_tree_within
 from llama_wheels.compcache import CacheStats
 from llama_wheels.config import Options
@@ -92,14 +92,21 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
             raise BuildFailed(f"slimming broke library links: {problems[0]}", "report this with the build log")
         embedded = None
         if step.arch_set is not None:
-            lib = root / "llama_cpp" / "lib" / "libggml-cuda.so"
+            libs = [root / "llama_cpp" / "lib" / n for n in ("libggml-cuda.so", "ggml-cuda.dll")]
+            lib = next((p for p in libs if p.exists()), None)
+            if lib is None:
+                raise BuildFailed(f"the CUDA build of {step.flavour} has no ggml-cuda library in llama_cpp/lib",
+                                  f"see {staging / 'build.log'}")
             cuobjdump = _cuobjdump(step, env)
-            if lib.exists() and cuobjdump:
+            if cuobjdump:
                 embedded = fatbin.verify(lib, step.arch_set, cuobjdump)
                 log.info(f"archs verified: {embedded.describe()}")
-            elif lib.exists():
-                log.warning("cuobjdump not found: archs not verified from the binary")
+            else:
+                log.warning(f"cuobjdump not found: the archs in {lib.name} are NOT verified (manifest: "
+                            "archs_verified false); pip install nvidia-cuda-cuobjdump")
         final_staged = wheels.pack(root, staging / "final")
+        if step.windows and step.cuda_runtime == "bundle" and step.toolkit_root is not None:
+            final_staged = windows.bundle(final_staged, staging / "bundled", step.toolkit_root, env)
     report = wheels.check_wheel(final_staged, cuda_runtime=step.cuda_runtime if step.arch_set else None)
     if not report.ok:
         raise BuildFailed(f"wheel check failed for {final_staged.name}: {report.problems[0]}",
@@ -114,6 +121,7 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
         "version": step.version, "variants": list(step.variants), "extras": list(step.extras),
         "archs": step.arch_set.cmake() if step.arch_set else None,
         "embedded": sorted(embedded.sass | embedded.ptx) if embedded else None,
+        "archs_verified": embedded is not None if step.arch_set else None,
         "cuda": ".".join(map(str, step.toolkit.version)) if step.toolkit.version else None,
         "toolkit": step.toolkit.why, "cuda_runtime": step.cuda_runtime, "requires_added": requires,
         "host_compiler": _compiler_id(env), "cmake_args": list(step.cmake_args),
@@ -131,7 +139,7 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
 
 def _cuobjdump(step: BuildStep, env: Mapping[str, str]) -> str | None:
     if step.toolkit_root is not None:
-        for cand in (step.toolkit_root / "bin" / "cuobjdump",):
+        for cand in (step.toolkit_root / "bin" / "cuobjdump", step.toolkit_root / "bin" / "cuobjdump.exe"):
             if cand.exists():
                 return str(cand)
     return cmd.which("cuobjdump", env)
@@ -186,7 +194,8 @@ def summary_rows(results: Sequence[StepResult]) -> list[list[str]]:
         rows.append([
             r.step.flavour, e.get("filename", "-") if r.ok else "FAILED",
             fmt_bytes(e["size"]) if r.ok else "-", e.get("sha256", "")[:12] if r.ok else "-",
-            r.step.arch_set.cmake() if r.step.arch_set else "cpu", fmt_seconds(r.seconds),
+            (r.step.arch_set.cmake() + ("" if e.get("archs_verified", True) else " (NOT verified)"))
+            if r.step.arch_set else "cpu", fmt_seconds(r.seconds),
             r.cache.describe(), ", ".join(r.step.variants),
         ])
     return rows

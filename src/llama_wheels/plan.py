@@ -16,6 +16,7 @@ from llama_wheels.archs import ArchSet
 from llama_wheels.config import Options, Variant, redact
 from llama_wheels.doctor import ToolkitChoice
 from llama_wheels.toolkit import pypi_root
+from llama_wheels.windows import tool_dirs
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class BuildStep:
     jobs: int | None = None
     cuda_runtime: str = "system"
     no_vmm: bool = False
+    windows: bool = False
 
     def describe(self) -> list[str]:
         tk = self.toolkit
@@ -141,7 +143,7 @@ def make_plan(
             toolkit_root=root, cmake_args=tuple(args), env=env,
             build_dir=options.build_dir / flavour, out_dir=options.wheelhouse / flavour, jobs=jobs,
             cuda_runtime=(cuda_runtime or options.cuda_runtime) if arch_set is not None else "none",
-            no_vmm=no_vmm and arch_set is not None,
+            no_vmm=no_vmm and arch_set is not None, windows=windows,
         ))
     return steps
 
@@ -149,5 +151,6 @@ def make_plan(
 def env_for(step: BuildStep, base: Mapping[str, str]) -> dict[str, str]:
     env = {**base, **step.env}
     if step.toolkit_root is not None and step.arch_set is not None:
-        env["PATH"] = os.pathsep.join([str(step.toolkit_root / "bin"), base.get("PATH", "")])
+        dirs = tool_dirs(step.toolkit_root) if step.windows else [step.toolkit_root / "bin"]
+        env["PATH"] = os.pathsep.join([*(str(d) for d in dirs), base.get("PATH", "")])
     return env

@@ -12,7 +12,7 @@ import ctypes.util
 import sys
 from pathlib import Path
 
-from llama_wheels import cmd
+from llama_wheels import cmd, windows
 from llama_wheels.compat import Version, parse_version, vstr
 from llama_wheels.errors import ConfigError, FatalError
 
@@ -68,13 +68,16 @@ def install_pypi_toolkit(cache_dir: Path, version: Version, *, find_links: Path 
         if target.exists():
             _rmtree_owned(target, cache_dir)
         tmp.rename(target)
-    fix_layout(root)
+    if sys.platform == "win32":
+        windows.fix_pypi_layout(root, version[0], env)
+    else:
+        fix_layout(root)
     stamp.touch()
     return root
 
 
 def fix_layout(root: Path) -> None:
-    """Make the wheel layout look like a toolkit to CMake and nvcc. Idempotent."""
+    """Make the wheel layout look like a toolkit to CMake and nvcc (Linux; Windows: windows.fix_pypi_layout)."""
     if not (root / "bin" / "nvcc").exists():
         raise FatalError(f"{root} has no bin/nvcc", "delete the toolkit cache dir and run again")
     lib64 = root / "lib64"

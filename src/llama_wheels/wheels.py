@@ -22,7 +22,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_version, parse_wheel_filename
 from packaging.version import Version
 
-from llama_wheels import cmd
+from llama_wheels import cmd, windows
 from llama_wheels.elf import is_elf, patch, read_dynamic
 from llama_wheels.errors import WheelCheckFailed
 
@@ -149,6 +149,8 @@ def slim(root: Path) -> SlimReport:
 def apply_runtime(root: Path, mode: str, cuda_major: int, *, toolkit_lib: Path | None = None) -> list[str]:
     """Make the wheel find the CUDA runtime. Returns the Requires-Dist lines added (pip mode)."""
     libdir = root / PKG / "lib"
+    if any(libdir.glob("*.dll")):  # a Windows wheel: no RUNPATH; see windows.py
+        return _apply_runtime_windows(root, mode, cuda_major)
     cuda_libs = [f for f in libdir.glob("*.so") if any(n.startswith(("libcudart", "libcublas"))
                                                         for n in read_dynamic(f).needed)]
     if mode == "pip":
@@ -169,6 +171,17 @@ def apply_runtime(root: Path, mode: str, cuda_major: int, *, toolkit_lib: Path |
             shutil.copy2(src.resolve(), libdir / name)
         return []
     return []
+
+
+def _apply_runtime_windows(root: Path, mode: str, cuda_major: int) -> list[str]:
+    """pip: the DLL-search hook + the NVIDIA runtime wheels as requirements; bundle: delvewheel, after
+    packing (build.run_step); system: the toolkit's DLLs must be on PATH at run time."""
+    if mode != "pip":
+        return []
+    windows.add_dll_hook(root, PKG, cuda_major)
+    reqs = [f"nvidia-cuda-runtime~={cuda_major}.0", f"nvidia-cublas~={cuda_major}.0"]
+    add_requires(root, reqs)
+    return reqs
 
 
 # ---------------------------------------------------------------- the wheel check ---------------
@@ -243,12 +256,19 @@ def check_wheel(path: Path, *, cuda_runtime: str | None = None, min_dup_bytes: i
         rep.libs = sorted(n for n in names if n.startswith(f"{PKG}/lib/"))
         if any(Path(n).name.startswith(DRIVER_LIBS) for n in names):
             rep.problems.append("the NVIDIA driver library (libcuda.so / nvcuda.dll) is bundled; it must never be")
+        dlls = windows.wheel_dlls({n: z.read(n) for n in names if n.lower().endswith((".dll", ".pyd"))})
+        if dlls:
+            major = next((int(m[1]) for d in dlls.values() for i in d.imports if (m := re.match(r"cudart64_(\d+)", i))),
+                         None)
+            rep.problems += windows.dll_problems(dlls, cuda_runtime=cuda_runtime, requires=rep.requires,
+                                                 cuda_major=major)
         has_nv = any(r.startswith(("nvidia-cuda-runtime", "nvidia-cublas")) for r in rep.requires)
         if cuda_runtime == "pip" and not has_nv:
             rep.problems.append("cuda-runtime pip, but METADATA has no nvidia-cuda-runtime/nvidia-cublas requirement")
         if cuda_runtime in ("system", "bundle") and has_nv:
             rep.problems.append(f"cuda-runtime {cuda_runtime}, but METADATA requires NVIDIA runtime wheels")
-        if cuda_runtime == "bundle" and not any(Path(n).name.startswith("libcudart") for n in names):
+        if cuda_runtime == "bundle" and not any(Path(n).name.lower().startswith(("libcudart", "cudart64"))
+                                                for n in names):
             rep.problems.append("cuda-runtime bundle, but no libcudart is bundled")
     return rep
 
