@@ -152,5 +152,5 @@ def env_for(step: BuildStep, base: Mapping[str, str]) -> dict[str, str]:
     env = {**base, **step.env}
     if step.toolkit_root is not None and step.arch_set is not None:
         dirs = tool_dirs(step.toolkit_root) if step.windows else [step.toolkit_root / "bin"]
-        env["PATH"] = os.pathsep.join([*(str(d) for d in dirs), base.get("PATH", "")])
+        env["PATH"] = (";" if step.windows else os.pathsep).join([*(str(d) for d in dirs), base.get("PATH", "")])
     return env
