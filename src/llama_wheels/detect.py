@@ -327,6 +327,8 @@ def gather(env: Mapping[str, str], *, python_versions: list[str], pypi_roots: li
             facts.toolkits.append(tk)
     facts.driver, facts.driver_cuda, facts.gpus = find_gpus(env)
     facts.tools = tool_versions(env)
+    if windows:  # MSVC's librarian: makes cuBLAS import libraries for NVIDIA's PyPI toolkit (windows.py)
+        facts.tools["lib"] = cmd.which("lib", env) or ""
     probe = disk_path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

@@ -97,6 +97,21 @@ def choose_toolkit(cuda: str, facts: Facts) -> ToolkitChoice:
                          f"{why}, so NVIDIA's PyPI toolkit {vstr(newest)}")
 
 
+def _windows_pypi_verdicts(facts: Facts, choice: ToolkitChoice) -> list[Verdict]:
+    """NVIDIA's win_amd64 wheels lack cublas.lib: the build makes it with MSVC's lib.exe (windows.py)."""
+    if choice.source != "pypi" or not facts.os.startswith("Windows"):
+        return []
+    if choice.toolkit is not None and choice.toolkit.complete:
+        return []
+    if facts.tools.get("lib"):
+        return [Verdict("info", "cuda toolkit", "NVIDIA's win_amd64 cuBLAS wheel has no cublas.lib: the build "
+                        f"makes cublas.lib/cublasLt.lib from its DLLs with {facts.tools['lib']} /def")]
+    return [Verdict("fail", "cuda toolkit", "NVIDIA's win_amd64 cuBLAS wheel has no cublas.lib, and MSVC's lib.exe "
+                    "that would make it is not on PATH",
+                    "open the x64 Native Tools Command Prompt for VS 2022, or install the CUDA toolkit "
+                    "and use --cuda system")]
+
+
 def _compiler_verdict(facts: Facts, cuda: Version | None) -> Verdict:
     c = facts.compiler
     vs = next((v for v in facts.visual_studio if v.has_cl), None)
@@ -156,6 +171,7 @@ def diagnose(options: Options, facts: Facts, *, arch_spec: str | None, cuda: str
             v.append(Verdict("fail", "cuda toolkit", msg, "install the full CUDA toolkit, or use --cuda pypi:13.0"))
         else:
             v.append(Verdict("ok", "cuda toolkit", choice.why))
+            v += _windows_pypi_verdicts(facts, choice)
         if arch_set is not None:
             v.append(Verdict("info", "arch set", f"{arch_set.cmake()}  ({arch_set.source})"))
             v += [Verdict("info", "arch set", n) for n in arch_set.notes]

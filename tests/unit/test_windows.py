@@ -159,3 +159,16 @@ def test_windows_paths_survive_cmake_args(options, cache: str) -> None:
     assert PureWindowsPath(nvcc).name == "nvcc.exe" and PureWindowsPath(cache).parts[-1] in nvcc
     path = env_for(step, {"PATH": r"C:\Windows"})["PATH"].split(";")  # Windows' PATH separator
     assert path[0].endswith("bin") and path[1].endswith("x86_64")  # nvcc.exe, then NVIDIA's DLLs
+
+
+def test_doctor_on_windows_needs_lib_exe_for_the_pypi_toolkit() -> None:
+    from llama_wheels.detect import Facts
+    from llama_wheels.doctor import _windows_pypi_verdicts
+
+    facts = Facts(os="Windows 11", machine="AMD64", python="3.11.9", tools={"lib": ""})
+    (v,) = _windows_pypi_verdicts(facts, PYPI)
+    assert v.level == "fail" and "lib.exe" in v.message and "x64 Native Tools" in v.fix
+    facts.tools["lib"] = r"C:\VS\VC\Tools\MSVC\14.44.35207\bin\Hostx64\x64\lib.exe"
+    (v,) = _windows_pypi_verdicts(facts, PYPI)
+    assert v.level == "info" and "cublas.lib" in v.message
+    assert _windows_pypi_verdicts(Facts(os="Linux 6.1", machine="x86_64", python="3.11"), PYPI) == []
