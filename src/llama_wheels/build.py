@@ -130,7 +130,9 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
         "slim": {"dropped": slim.dropped, "deduplicated": slim.deduplicated, "renamed": slim.renamed},
         "dependency_wheels": deps_added, "platform": platform.platform(),
     }
-    manifest.publish(options.wheelhouse, final_staged, final, entry)
+    previous = manifest.publish(options.wheelhouse, final_staged, final, entry, say=log.info)
+    if previous and previous.get("sha256") != report.sha256:
+        log.info(f"replaced {final.name}: sha256 {previous.get('sha256')} -> {report.sha256}")
     result.ok, result.wheel, result.entry = True, final, entry
     log.info(f"{final.name}: {fmt_bytes(report.size)} (stock {fmt_bytes(stock_size)}), "
              f"{fmt_seconds(result.seconds)}, cache {result.cache.describe()}")
@@ -230,8 +232,9 @@ def _execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[
                 log.info(f"toolkit ready at {root}")
         for step in steps:
             try:
-                results.append(run_step(step, options, src=src, base_env=base_env, log=log, launcher=launcher,
-                                        offline=offline, frontend=frontend, all_from_source=all_from_source))
+                with manifest.flavour_lock(options.wheelhouse, step.flavour, say=log.info):
+                    results.append(run_step(step, options, src=src, base_env=base_env, log=log, launcher=launcher,
+                                            offline=offline, frontend=frontend, all_from_source=all_from_source))
             except FatalError as exc:
                 log.error(f"{step.flavour}: {exc.one_line()}")
                 results.append(StepResult(step, ok=False, error=exc.message))

@@ -29,11 +29,12 @@ def run(options: Options, paths: list[Path], log: Logger) -> int:
         entry = entries.get(key, {})
         rep = check_wheel(w, cuda_runtime=entry.get("cuda_runtime") if entry.get("archs") else None)
         if entry and entry.get("sha256") != rep.sha256:
-            rep.problems.append("sha256 differs from manifest.json (the file changed after the build)")
+            rep.problems.append(f"sha256 {rep.sha256} differs from manifest.json's {entry.get('sha256')} "
+                                "(the file changed after the build)")
         if not entry and paths == []:
             rep.problems.append("not recorded in manifest.json (an interrupted build?)")
         for p in rep.problems:
-            log.error(f"{w.name}: {p}")
+            log.error(f"{w}: {p}")
         bad += not rep.ok
         result = "ok" if rep.ok else f"{len(rep.problems)} problem(s)"
         rows.append([w.name, fmt_bytes(rep.size), rep.sha256[:12], result])

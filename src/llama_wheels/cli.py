@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llama_wheels.config import non_empty, positive_int
 from llama_wheels.errors import ConfigError, FatalError
 from llama_wheels.log import Logger
 
@@ -56,9 +57,9 @@ def _facts(options: Any, env: Mapping[str, str]) -> Any:
 
 def add_build_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--arch-set", metavar="NAME", help="a configured arch set, or 'auto' (default)")
-    g.add_argument("--archs", metavar="LIST", help='explicit archs, e.g. "86;89;120"')
-    p.add_argument("--cuda", help="auto | system | pypi:13.0")
+    g.add_argument("--arch-set", metavar="NAME", type=non_empty, help="a configured arch set, or 'auto' (default)")
+    g.add_argument("--archs", metavar="LIST", type=non_empty, help='explicit archs, e.g. "86;89;120"')
+    p.add_argument("--cuda", type=non_empty, help="auto | system | pypi:13.0")
 
 
 def add_cache_args(p: argparse.ArgumentParser) -> None:
@@ -258,7 +259,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--cpu", action="store_true", help="CUDA off (the build_cpu session)")
     b.add_argument("--variant", action="append", metavar="NAME", help="repeatable; default: all configured")
     b.add_argument("--cuda-runtime", choices=["pip", "system", "bundle"])
-    b.add_argument("--jobs", type=int, metavar="N")
+    b.add_argument("--jobs", type=positive_int, metavar="N")
     b.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     b.add_argument("--offline", action="store_true", help="use only the prefetch folder; no network")
     b.add_argument("--keep-going", action="store_true")

@@ -6,6 +6,7 @@ with "did you mean". The result is frozen and printed at the start of every run.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
 import shlex
@@ -29,6 +30,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ENV_PREFIX = "LLAMA_WHEELS_"
+#: The oldest build Python: the package itself runs inside the build sessions.
+MIN_PYTHON = (3, 10)
 TABLE = "tool.llama-wheels"
 
 DEFAULTS: dict[str, Any] = {
@@ -185,6 +188,44 @@ def _check_table(table: Mapping[str, Any], where: str) -> None:
                                   _did_you_mean(k, sorted(VARIANT_KEYS)))
 
 
+def session_python(root: Path, env: Mapping[str, str]) -> str:
+    """The build Python for nox's ``python=``, read at import without resolving anything else.
+
+    Never raises: a value that is missing, unreadable or invalid gives the default, and the session
+    then reports the real configuration error in one line when it resolves the options."""
+    value: object = env.get(ENV_PREFIX + "PYTHON")
+    if value is None:
+        try:
+            value = load_pyproject(root).get("python")
+        except (ConfigError, OSError, UnicodeDecodeError):
+            value = None
+    text = str(value) if value is not None else ""
+    m = re.fullmatch(r"(\d+)\.(\d+)", text)
+    if m is None or (int(m[1]), int(m[2])) < MIN_PYTHON:
+        return str(DEFAULTS["python"])
+    return text
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (``--jobs 0`` or ``-3`` is an error naming the fix)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number; give a count >= 1, e.g. 4") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1; give a count >= 1, e.g. 4, or leave the flag out "
+                                         "for the default")
+    return value
+
+
+def non_empty(text: str) -> str:
+    """argparse type: a value that is not blank (``--archs ""`` must not mean 'the default set')."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty value is not allowed; give a value (e.g. \"86;89\") or leave "
+                                         "the flag out for the default")
+    return text
+
+
 def env_values(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     known = [ENV_PREFIX + k.upper().replace("-", "_") for k in SCALAR_KEYS]
@@ -268,6 +309,9 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
         raise ConfigError(f"sdist-sha256 '{sha}' is not a sha256", "give the 64 hex digits of the sdist's sha256")
     if not re.fullmatch(r"\d+\.\d+", str(merged["python"])):
         raise ConfigError(f"python = '{merged['python']}' is not a major.minor version", "write it like 3.11")
+    if tuple(int(x) for x in str(merged["python"]).split(".")) < MIN_PYTHON:
+        raise ConfigError(f"python = '{merged['python']}' is too old for the build sessions",
+                          f"use {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer, e.g. 3.11 (the wheel serves every Python 3)")
     if not _CUDA_RE.match(str(merged["cuda"])):
         raise ConfigError(f"cuda = '{merged['cuda']}' is not valid",
                           "use auto, system or pypi:<major.minor>, e.g. pypi:13.0")

@@ -214,14 +214,30 @@ def _probe(args: list[str], env: Mapping[str, str]) -> str | None:
         return None
 
 
+#: Run by every candidate interpreter: a pyenv shim for an inactive version exits 127 instead.
+_PY_PROBE = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.executable)"
+
+
+def python_runs(exe: str, version: str, env: Mapping[str, str]) -> str | None:
+    """The real executable behind ``exe`` if running it gives Python ``version``, else None (a pyenv shim
+    of an inactive version, a broken install, a different version under that name)."""
+    out = _probe([exe, "-c", _PY_PROBE], env)
+    lines = out.strip().splitlines() if out else []
+    if len(lines) >= 2 and lines[-2].strip() == version:
+        return lines[-1].strip()
+    return None
+
+
 def find_pythons(versions: list[str], env: Mapping[str, str], windows: bool) -> dict[str, str]:
+    """Python ``major.minor`` -> its executable, for each version that was found AND runs as that version."""
     found: dict[str, str] = {}
     for v in versions:
         if f"{sys.version_info[0]}.{sys.version_info[1]}" == v:
             found[v] = sys.executable
             continue
         exe = cmd.which(f"python{v}", env)
-        if exe:
+        real = python_runs(exe, v, env) if exe else None
+        if exe and real:
             found[v] = exe
         elif windows and cmd.which("py", env):
             out = _probe(["py", f"-{v}", "-c", "import sys; print(sys.executable)"], env)

@@ -26,8 +26,10 @@ from typing import Any
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from llama_wheels import manifest
 from llama_wheels.errors import FatalError
 from llama_wheels.sdist import sha256_file as _sha
+from llama_wheels.wheels import DamagedWheel, verify
 
 COMBINED = "all"
 
@@ -71,12 +73,62 @@ def wheelhouse_flavours(wheelhouse: Path) -> dict[str, list[Path]]:
     return out
 
 
+def _copy_atomic(src: Path, dest: Path) -> None:
+    """``dest`` appears whole or not at all (a kill leaves only a hidden .partial, replaced next time)."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _write_atomic(dest: Path, data: bytes) -> None:
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, dest)
+
+
+def validate(wheelhouse: Path, current: dict[str, list[Path]], files_dir: Path) -> dict[Path, str]:
+    """Every wheel to publish, proven before anything is copied: intact zip and RECORD, the manifest's
+    sha256 where the build recorded one, and no different file already published under its name.
+    Returns wheel -> sha256; raises DamagedWheel (exit 9) or IndexConflict (exit 13) naming each file."""
+    recorded = {wheelhouse / k: e.get("sha256") for k, e in manifest.entries_locked(wheelhouse).items()}
+    shas: dict[Path, str] = {}
+    damaged: list[str] = []
+    conflicts: list[str] = []
+    for wheels in current.values():
+        for wheel in wheels:
+            try:
+                shas[wheel] = verify(wheel, recorded.get(wheel))
+            except DamagedWheel as exc:
+                damaged.append(exc.message)
+                continue
+            dest = files_dir / wheel.name
+            if dest.exists() and _sha(dest) != shas[wheel]:
+                conflicts.append(f"{wheel.name} is already published with sha256 {_sha(dest)}, "
+                                 f"the wheelhouse has {shas[wheel]}")
+    if damaged:
+        more = f" (and {len(damaged) - 1} more damaged wheel(s))" if len(damaged) > 1 else ""
+        raise DamagedWheel(f"nothing was published: {damaged[0]}{more}",
+                           "rebuild the damaged wheel(s); nox -s check_wheels lists each")
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise IndexConflict(f"nothing was published: {conflicts[0]}{more}",
+                            "a published file never changes: rebuild under a new version or label")
+    return shas
+
+
 def build_index(wheelhouse: Path, *, base_url: str | None = None, prune: bool = False,
                 flavours: list[str] | None = None) -> dict[str, Any]:
-    """Publish the wheelhouse's wheels into the index and regenerate every page. Returns a summary."""
+    """Publish the wheelhouse's wheels into the index and regenerate every page. Returns a summary.
+
+    Runs under the wheelhouse lock. Every wheel is validated first; if any is damaged or conflicts,
+    nothing is copied. Each copy appears atomically."""
+    with manifest.lock(wheelhouse):
+        return _build_index(wheelhouse, base_url=base_url, prune=prune, flavours=flavours)
+
+
+def _build_index(wheelhouse: Path, *, base_url: str | None, prune: bool, flavours: list[str] | None) -> dict[str, Any]:
     root = wheelhouse / "index"
     files_dir = root / "files"
-    files_dir.mkdir(parents=True, exist_ok=True)
     state_path = root / "state.json"
     state: dict[str, list[str]] = json.loads(state_path.read_text()) if state_path.exists() else {}
     current = wheelhouse_flavours(wheelhouse)
@@ -86,25 +138,20 @@ def build_index(wheelhouse: Path, *, base_url: str | None = None, prune: bool = 
             raise FatalError(f"no wheels for flavour(s) {', '.join(unknown)} in {wheelhouse}",
                              f"built flavours: {', '.join(current) or 'none'}")
         current = {k: v for k, v in current.items() if k in flavours}
+    validate(wheelhouse, current, files_dir)
+    files_dir.mkdir(parents=True, exist_ok=True)
     added, kept = [], 0
     for flavour, wheels in current.items():
         for wheel in wheels:
             dest = files_dir / wheel.name
-            sha = _sha(wheel)
             if dest.exists():
-                if _sha(dest) != sha:
-                    raise IndexConflict(f"{wheel.name} is already published with sha256 {_sha(dest)[:12]}..., "
-                                        f"the wheelhouse has {sha[:12]}...",
-                                        "a published file never changes: rebuild under a new version or label")
                 kept += 1
             else:
-                tmp = dest.with_name(dest.name + ".partial")
-                shutil.copyfile(wheel, tmp)
-                os.replace(tmp, dest)
+                _copy_atomic(wheel, dest)
                 added.append(wheel.name)
             meta = files_dir / (wheel.name + ".metadata")
             if not meta.exists():
-                meta.write_bytes(wheel_metadata(dest))
+                _write_atomic(meta, wheel_metadata(dest))
             state[flavour] = sorted({*state.get(flavour, []), wheel.name})
     pruned = []
     if prune:
@@ -118,7 +165,7 @@ def build_index(wheelhouse: Path, *, base_url: str | None = None, prune: bool = 
                 (files_dir / name).unlink(missing_ok=True)
                 (files_dir / (name + ".metadata")).unlink(missing_ok=True)
     state = {k: v for k, v in sorted(state.items()) if v}
-    state_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    _write_atomic(state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
     infos = {n: _info(files_dir, n) for listed in state.values() for n in listed}
     pages: list[tuple[str, list[str]]] = [*state.items(), (COMBINED, sorted(infos))]
     for flavour, listed in pages:

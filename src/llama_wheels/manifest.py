@@ -1,49 +1,183 @@
-"""wheelhouse/manifest.json: one entry per wheel. Writes are atomic and serialised by a file lock."""
+"""wheelhouse/manifest.json: one entry per wheel, and the wheelhouse's locks.
+
+- One lock per wheelhouse (``.llama-wheels.lock``, filelock) serialises every change to what the
+  wheelhouse publishes: moving a wheel in, the manifest, the index. A second run waits and says who
+  holds it ("in use by PID N since T").
+- A publish is journalled (``.publishing.json``): a kill at any point leaves either the old state or
+  one that the next locked call completes. The wheel was complete and checked before it moved in,
+  so a kill between the move and the manifest write rolls forward, never leaves an unrecorded wheel.
+- One lock per flavour: a second build of the same flavour waits for the first instead of silently
+  replacing its wheel and entry (last writer wins).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
+
+from llama_wheels.errors import FatalError
 
 NAME = "manifest.json"
+LOCK = ".llama-wheels.lock"
+JOURNAL = ".publishing.json"
+#: How long a run waits for another run's lock before giving up (a CUDA build of one flavour can take an hour).
+WAIT_SECONDS = 4 * 3600.0
 
 
-def lock(wheelhouse: Path) -> FileLock:
-    wheelhouse.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(wheelhouse / ".manifest.lock"), timeout=600)
+class InUse(FatalError):
+    """Another llama-wheels run holds the lock, and waiting for it timed out."""
+
+    return_code = 14
+
+
+class ManifestDamaged(FatalError):
+    return_code = 9
+
+
+def _owner_file(lock_path: Path) -> Path:
+    return lock_path.with_name(lock_path.name + ".owner")
+
+
+def holder(lock_path: Path) -> str:
+    """Who holds the lock, as its holder wrote it ("PID N since T"), or "another run"."""
+    try:
+        return _owner_file(lock_path).read_text(encoding="utf-8").strip() or "another run"
+    except OSError:
+        return "another run"
+
+
+@contextlib.contextmanager
+def held(lock_path: Path, what: str, *, say: Callable[[str], object] = print,
+         timeout: float = WAIT_SECONDS) -> Iterator[None]:
+    """Hold the file lock at ``lock_path``; if another process holds it, say so and wait (up to ``timeout``).
+
+    The lock is the OS's (flock / LockFileEx through filelock), so a killed holder never leaves it taken.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        say(f"{what} is in use by {holder(lock_path)}; waiting (up to {timeout / 60:.0f} min)")
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise InUse(f"{what} is in use by {holder(lock_path)}",
+                        "wait for that run to finish, or stop it") from None
+    try:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        _owner_file(lock_path).write_text(f"PID {os.getpid()} since {stamp}\n", encoding="utf-8")
+        yield
+    finally:
+        lock.release()
+
+
+def lock(wheelhouse: Path, say: Callable[[str], object] = print) -> contextlib.AbstractContextManager[None]:
+    """The wheelhouse lock. Never taken twice by one process (a flock is not re-entrant across objects)."""
+    return held(wheelhouse / LOCK, f"wheelhouse {wheelhouse}", say=say)
+
+
+def flavour_lock(wheelhouse: Path, flavour: str,
+                 say: Callable[[str], object] = print) -> contextlib.AbstractContextManager[None]:
+    """Held by a build of ``flavour`` from its compile to its publish."""
+    return held(wheelhouse / f".build-{flavour}.lock", f"flavour '{flavour}' of {wheelhouse} (another build)",
+                say=say)
 
 
 def read(wheelhouse: Path) -> dict[str, Any]:
     path = wheelhouse / NAME
     if not path.exists():
         return {"wheels": {}}
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestDamaged(f"{path} is not valid JSON ({exc})",
+                              "it is only ever written atomically: restore it from a backup, or move it away "
+                              "and rebuild") from None
     data.setdefault("wheels", {})
     return data
 
 
-def _write(wheelhouse: Path, data: Mapping[str, Any]) -> None:
-    path = wheelhouse / NAME
-    tmp = path.with_name(f".{NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def publish(wheelhouse: Path, staged: Path, final: Path, entry: Mapping[str, Any]) -> None:
-    """Move a checked wheel into place and record it, as one step under the lock."""
+def _write(wheelhouse: Path, data: Mapping[str, Any]) -> None:
+    _write_json(wheelhouse / NAME, data)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def recover(wheelhouse: Path) -> str | None:
+    """Finish or drop a publish that a kill interrupted. Call with the wheelhouse lock held.
+
+    Returns the key rolled forward, if any."""
+    journal = wheelhouse / JOURNAL
+    if not journal.exists():
+        return None
+    try:
+        pending = json.loads(journal.read_text(encoding="utf-8"))
+        key, entry = str(pending["key"]), dict(pending["entry"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        journal.unlink()  # killed while writing the journal itself (it is written atomically, but be safe)
+        return None
+    final = wheelhouse / key
+    done = None
+    if final.is_file() and _sha256(final) == entry.get("sha256"):
+        data = read(wheelhouse)
+        data["wheels"][key] = entry
+        _write(wheelhouse, data)
+        done = key
+    journal.unlink()  # rolled forward, or the move never happened and the old state stands
+    return done
+
+
+def publish(wheelhouse: Path, staged: Path, final: Path, entry: Mapping[str, Any],
+            say: Callable[[str], object] = print) -> dict[str, Any] | None:
+    """Move a checked wheel into place and record it, as one step under the lock.
+
+    Returns the entry it replaced, if any (a rebuild of the same file name)."""
     key = final.relative_to(wheelhouse).as_posix()
-    with lock(wheelhouse):
+    with lock(wheelhouse, say):
+        recover(wheelhouse)
+        previous = read(wheelhouse)["wheels"].get(key)
+        _write_json(wheelhouse / JOURNAL, {"key": key, "entry": dict(entry)})
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, final)
         data = read(wheelhouse)
         data["wheels"][key] = dict(entry)
         _write(wheelhouse, data)
+        (wheelhouse / JOURNAL).unlink()
+    return dict(previous) if previous else None
+
+
+def entries_locked(wheelhouse: Path) -> dict[str, dict[str, Any]]:
+    """The entries, for a caller that already holds the wheelhouse lock."""
+    recover(wheelhouse)
+    return dict(read(wheelhouse)["wheels"])
 
 
 def entries(wheelhouse: Path) -> dict[str, dict[str, Any]]:
-    return dict(read(wheelhouse)["wheels"])
+    if not wheelhouse.is_dir():
+        return {}
+    with lock(wheelhouse):
+        return entries_locked(wheelhouse)

@@ -65,8 +65,8 @@ def already_there(simple_url: str, wheel: Path, env: Mapping[str, str]) -> bool:
     if m is None:
         return False
     if m[1] and m[1] != _sha(wheel):
-        raise PublishError(f"{wheel.name} is already on the server with sha256 {m[1][:12]}..., ours is "
-                           f"{_sha(wheel)[:12]}...", "a published file never changes: rebuild under a new label")
+        raise PublishError(f"{wheel.name} is already on the server with sha256 {m[1]}, ours is "
+                           f"{_sha(wheel)}", "a published file never changes: rebuild under a new label")
     return True
 
 

@@ -88,7 +88,7 @@ def slim_sdist(original: Path, dest: Path, original_sha256: str) -> Path:
 def verify(path: Path, expected: str) -> None:
     got = sha256_file(path)
     if got != expected:
-        raise ChecksumError(f"sha256 mismatch for {path.name}: expected {expected[:16]}..., got {got[:16]}...",
+        raise ChecksumError(f"sha256 mismatch for {path.name}: expected {expected}, got {got}",
                             f"delete {path} and fetch it again; if it persists, check sdist-sha256 in pyproject.toml")
 
 
@@ -98,9 +98,9 @@ def verify_slim(path: Path, original_sha256: str) -> None:
         raise OfflineMissing(f"{side.name} is missing next to {path.name}", "run nox -s prefetch again")
     info = json.loads(side.read_text())
     if info.get("original_sha256") != original_sha256:
-        got = str(info.get("original_sha256"))[:16]
-        raise ChecksumError(f"{path.name} was slimmed from an sdist with sha256 {got}..., "
-                            f"not the pinned {original_sha256[:16]}...",
+        got = str(info.get("original_sha256"))
+        raise ChecksumError(f"{path.name} was slimmed from an sdist with sha256 {got}, "
+                            f"not the pinned {original_sha256}",
                             "run nox -s prefetch again for the pinned version")
     verify(path, info["slim_sha256"])
 

@@ -33,6 +33,7 @@ from llama_wheels.coverage import coverage_verdict
 from llama_wheels.detect import Gpu, find_gpus, find_pythons
 from llama_wheels.errors import ConfigError, FatalError, SmokeFailed
 from llama_wheels.log import Logger, fmt_seconds, render_markdown
+from llama_wheels.wheels import verify
 
 Status = Literal["pass", "fail", "skip", "warn"]
 PROBE = Path(__file__).with_name("_probe.py")
@@ -457,6 +458,7 @@ def cmd_smoke(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     for wheel, entry in targets:
         with log.step(f"smoke {wheel.parent.name}"):
             try:
+                verify(wheel, entry.get("sha256"))  # RECORD and the manifest's sha256, before any install
                 rep = smoke_one(wheel, entry, options=options, model=model, python=python, gpus=gpus,
                                 require_gpu=args.require_gpu, port=args.port, env=env, log=log)
             except FatalError as exc:

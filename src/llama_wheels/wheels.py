@@ -10,17 +10,20 @@ import base64
 import csv
 import hashlib
 import io
+import os
 import re
 import shutil
+import stat
 import sys
 import zipfile
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path
 
 from packaging.utils import canonicalize_version, parse_wheel_filename
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from llama_wheels import cmd, windows
 from llama_wheels.elf import is_elf, patch, read_dynamic
@@ -45,10 +48,29 @@ def unpack(wheel: Path, dest: Path) -> Path:
     return roots[0]
 
 
+#: The zip timestamp of every member of a wheel we write (1980-01-01, the zip minimum), so a rebuild from
+#: the same inputs has the same sha256. Set for the repack only, never for the compile: SOURCE_DATE_EPOCH
+#: in the compile's environment disabled AVX2 in ggml's CPU backend.
+ZIP_EPOCH = "315532800"
+
+
+def normalize_modes(root: Path) -> None:
+    """Every file 0o644, or 0o755 if any execute bit is set: the zip's modes do not depend on the umask."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            mode = stat.S_IMODE(path.stat().st_mode)
+            path.chmod(0o755 if mode & 0o111 else 0o644)
+
+
 def pack(root: Path, dest: Path) -> Path:
+    """Pack ``root`` reproducibly: fixed zip timestamps (ZIP_EPOCH), the wheel tool's sorted member order
+    (.dist-info last, RECORD at the end) and normalized modes. Same tree, same bytes."""
     dest.mkdir(parents=True, exist_ok=True)
     before = set(dest.glob("*.whl"))
-    cmd.run([sys.executable, "-m", "wheel", "pack", "--dest-dir", str(dest), str(root)], quiet=True, capture=True)
+    normalize_modes(root)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": ZIP_EPOCH}
+    cmd.run([sys.executable, "-m", "wheel", "pack", "--dest-dir", str(dest), str(root)], quiet=True, capture=True,
+            env=env)
     new = set(dest.glob("*.whl")) - before
     if len(new) != 1:
         raise WheelCheckFailed(f"packing {root.name} made {len(new)} wheels", "see the wheel tool's output")
@@ -92,7 +114,11 @@ class SlimReport:
 
 
 def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def unversioned(name: str) -> str:
@@ -205,44 +231,112 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
+class DamagedWheel(WheelCheckFailed):
+    """A wheel whose bytes are not what was built: not a zip, truncated, a member that fails its CRC or
+    RECORD hash, or a sha256 other than the manifest's."""
+
+
+def _dist_info_of(names: list[str]) -> list[str]:
+    return sorted({n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")})
+
+
+def damage(path: Path) -> list[str]:
+    """What is wrong with the bytes of ``path`` as a wheel, one line each; [] when it is intact.
+
+    Checks that it is a complete zip, that every member reads back (zip CRC) and that RECORD lists
+    every member with its sha256 and size, and nothing else.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        return [f"cannot be read: {exc.strerror}"]
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError):
+        if head == b"PK\x03\x04":  # starts like a zip, but its end (the central directory) is missing
+            return [f"truncated: {path.stat().st_size} bytes, the zip's central directory is missing"]
+        return ["not a wheel: not a zip archive"]
+    problems: list[str] = []
+    with z:
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        dis = _dist_info_of(names)
+        if len(dis) != 1:
+            return [f"not a wheel: {len(dis)} .dist-info folders"]
+        record_name = f"{dis[0]}/RECORD"
+        try:
+            record_text = z.read(record_name).decode("utf-8")
+        except KeyError:
+            return [f"not a wheel: no {record_name}"]
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, UnicodeDecodeError) as exc:
+            return [f"RECORD mismatch: {record_name} is damaged ({exc})"]
+        listed = {row[0]: row for row in csv.reader(io.StringIO(record_text)) if row}
+        for n in names:
+            if n == record_name:
+                continue
+            row = listed.get(n)
+            if row is None:
+                problems.append(f"RECORD mismatch: {n} is not listed in RECORD")
+                continue
+            try:
+                data = z.read(n)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+                problems.append(f"RECORD mismatch: {n} is damaged ({exc})")
+                continue
+            if len(row) < 2 or row[1] != _record_hash(data) or (len(row) > 2 and row[2] and int(row[2]) != len(data)):
+                problems.append(f"RECORD mismatch: {n} (tampered or stale RECORD)")
+        for n in listed:
+            if n not in names:
+                problems.append(f"RECORD mismatch: {n} is listed but not in the wheel")
+    return problems
+
+
+def verify(path: Path, expected_sha256: str | None = None) -> str:
+    """Prove ``path`` is the wheel that was built: its sha256 (if given, e.g. the manifest's) and its
+    zip and RECORD (see :func:`damage`). Returns the sha256; raises :class:`DamagedWheel` naming the file."""
+    if not path.is_file():
+        raise DamagedWheel(f"{path} does not exist", "rebuild it")
+    got = _sha(path)
+    if expected_sha256 and got != expected_sha256.lower():
+        raise DamagedWheel(f"{path.name}: sha256 {got} is not the {expected_sha256} recorded at build time",
+                           "the file changed after the build: rebuild it")
+    problems = damage(path)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DamagedWheel(f"{path.name}: {problems[0]}{more}", "delete it and rebuild; see nox -s check_wheels")
+    return got
+
+
 def check_wheel(path: Path, *, cuda_runtime: str | None = None, min_dup_bytes: int = 4096) -> WheelReport:
-    """Static checks any wheel of ours must pass. Each problem is one specific line."""
-    rep = WheelReport(path.name, size=path.stat().st_size, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    """Static checks any wheel of ours must pass. Each problem is one specific line; a damaged file
+    (not a zip, truncated, RECORD mismatch) is reported, never raised."""
+    rep = WheelReport(path.name, size=path.stat().st_size, sha256=_sha(path))
     try:
         name, version, _, _ = parse_wheel_filename(path.name)
     except Exception as exc:  # packaging raises InvalidWheelFilename
         rep.problems.append(f"bad wheel filename: {exc}")
         return rep
+    rep.problems += damage(path)
+    if rep.problems:
+        return rep
     with zipfile.ZipFile(path) as z:
         names = [n for n in z.namelist() if not n.endswith("/")]
-        dis = {n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")}
-        if len(dis) != 1:
-            rep.problems.append(f"{len(dis)} .dist-info folders")
+        di = _dist_info_of(names)[0]
+        if f"{di}/METADATA" not in names:
+            rep.problems.append(f"not a wheel: no {di}/METADATA")
             return rep
-        di = dis.pop()
         meta = HeaderParser().parsestr(z.read(f"{di}/METADATA").decode("utf-8"))
-        meta_version = Version(meta["Version"])
+        try:
+            meta_version = Version(meta["Version"] or "")
+        except InvalidVersion:
+            rep.problems.append(f"METADATA Version '{meta['Version']}' is not a version")
+            return rep
         if canonicalize_version(meta_version) != canonicalize_version(version) or \
                 meta_version.local != version.local:
             rep.problems.append(f"label mismatch: filename says {version}, METADATA says {meta['Version']}")
         if di != f"{name.replace('-', '_')}-{version}.dist-info":
             rep.problems.append(f"dist-info folder {di} does not match {name} {version}")
         rep.requires = meta.get_all("Requires-Dist") or []
-        record = list(csv.reader(io.StringIO(z.read(f"{di}/RECORD").decode("utf-8"))))
-        listed = {row[0]: row for row in record if row}
-        for n in names:
-            if n == f"{di}/RECORD":
-                continue
-            row = listed.get(n)
-            if row is None:
-                rep.problems.append(f"RECORD does not list {n}")
-                continue
-            data = z.read(n)
-            if row[1] != _record_hash(data) or (row[2] and int(row[2]) != len(data)):
-                rep.problems.append(f"RECORD hash mismatch for {n} (tampered or stale RECORD)")
-        for n in listed:
-            if n not in names:
-                rep.problems.append(f"RECORD lists {n}, which is not in the wheel")
         stray = sorted({n.split("/")[0] for n in names} - {PKG, di})
         for s in stray:
             rep.problems.append(f"stray top-level '{s}/' (would install into site-packages/{s})")

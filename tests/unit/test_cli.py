@@ -25,7 +25,12 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str], **env: str) -> tupl
     (["build", "--archs", "61", "--cuda", "pypi:13.0", "--dry-run"], 4, "lowest is sm_75"),
     (["build", "--arch-set", "hoper", "--dry-run"], 4, "did you mean 'hopper'"),
     (["build", "--variant", "sever", "--dry-run"], 2, "did you mean 'server'"),
-    (["build", "--jobs", "many"], 2, "invalid int value"),
+    (["build", "--jobs", "many"], 2, "'many' is not a whole number"),
+    (["build", "--jobs", "0", "--dry-run"], 2, "--jobs: 0 is not >= 1"),
+    (["build", "--jobs", "-3", "--dry-run"], 2, "--jobs: -3 is not >= 1"),
+    (["build", "--archs", "", "--dry-run"], 2, "--archs: an empty value is not allowed"),
+    (["build", "--arch-set", " ", "--dry-run"], 2, "--arch-set: an empty value is not allowed"),
+    (["doctor", "--archs", ""], 2, "--archs: an empty value is not allowed"),
     (["clean-temp", "--root", "/", "--dry-run"], 10, "filesystem or drive root"),
     (["frobnicate"], 2, "invalid choice"),
 ])

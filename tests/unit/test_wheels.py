@@ -17,7 +17,7 @@ def test_good_wheel_passes(tmp_path: Path) -> None:
 
 def test_tampered_record(tmp_path: Path) -> None:
     rep = check_wheel(make_wheel(tmp_path, tamper="llama_cpp/__init__.py"))
-    assert rep.problems == ["RECORD hash mismatch for llama_cpp/__init__.py (tampered or stale RECORD)"]
+    assert rep.problems == ["RECORD mismatch: llama_cpp/__init__.py (tampered or stale RECORD)"]
 
 
 def test_label_mismatch(tmp_path: Path) -> None:
