@@ -199,7 +199,7 @@ def session_python(root: Path, env: Mapping[str, str]) -> str:
             value = load_pyproject(root).get("python")
         except (ConfigError, OSError, UnicodeDecodeError):
             value = None
-    text = str(value) if value is not None else ""
+    text = value if isinstance(value, str) else ""
     m = re.fullmatch(r"(\d+)\.(\d+)", text)
     if m is None or (int(m[1]), int(m[2])) < MIN_PYTHON:
         return str(DEFAULTS["python"])

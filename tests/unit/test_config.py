@@ -166,3 +166,46 @@ def test_configured_cache_must_be_installed(tmp_path: Path, monkeypatch: pytest.
     assert require_launcher(CompilerCache("none", tmp_path, "1G", "", False), {"PATH": ""}) is None
     (tmp_path / "ccache").write_text("#!/bin/sh\n")
     assert require_launcher(CompilerCache("ccache", tmp_path, "1G", "", False), {}) == str(tmp_path / "ccache")
+
+
+@pytest.mark.parametrize(("body", "env", "expected"), [
+    ('python = "3.12"\n', {}, "3.12"),
+    ('python = "3.12"\n', {"LLAMA_WHEELS_PYTHON": "3.13"}, "3.13"),
+    ("", {"LLAMA_WHEELS_PYTHON": "banana"}, "3.11"),  # the session then reports it in one line
+    ("", {"LLAMA_WHEELS_PYTHON": "2.7"}, "3.11"),
+    ('python = 3.12\n', {}, "3.11"),  # not a string
+    ('python = "3.12"\n[broken\n', {}, "3.11"),  # TOML syntax error
+    ('nosuch = 1\npython = "3.12"\n', {"LLAMA_WHEELS_NOSUCH": "1"}, "3.12"),  # only the python key is read
+])
+def test_session_python_never_raises(project, body: str, env: dict[str, str], expected: str) -> None:
+    from llama_wheels.config import session_python
+
+    assert session_python(project(body), env) == expected
+
+
+@pytest.mark.parametrize("value", ["2.7", "3.9"])
+def test_too_old_python_is_one_line(options, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"python = '{value}' is too old.*use 3.10 or newer"):
+        options(env={"LLAMA_WHEELS_PYTHON": value})
+
+
+def test_python_shim_that_does_not_run_is_not_a_python(tmp_path: Path) -> None:
+    """A pyenv shim of an inactive version is on PATH but exits 127 (pyenv's message, verbatim); a name
+    that runs another version is not that version either. The doctor runs what it names."""
+    import sys
+
+    from llama_wheels.detect import find_pythons, python_runs
+
+    shim = tmp_path / "python3.12"
+    shim.write_text("#!/bin/sh\necho \"pyenv: python3.12: command not found\n\nThe \\`python3.12' command exists in "
+                    "these Python versions:\n  3.12.1\n\" >&2\nexit 127\n")
+    shim.chmod(0o755)
+    (tmp_path / "python3.13").symlink_to(sys.executable)  # runs, but as this interpreter's version
+    env = {"PATH": str(tmp_path)}
+    assert find_pythons(["3.12", "3.13"], env, windows=False) == {}
+    wrapper = tmp_path / "python-wrapper"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert python_runs(str(wrapper), mine, env) == sys.executable  # runs and is that version: found
+    assert python_runs(str(shim), "3.12", env) is None

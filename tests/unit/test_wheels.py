@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import time
+import zipfile
 from pathlib import Path
 
-from llama_wheels.wheels import check_wheel, slim, unversioned
+import pytest
+
+from llama_wheels.wheels import DamagedWheel, check_wheel, pack, slim, unpack, unversioned, verify
 
 from ._wheelmaker import make_wheel
 
@@ -66,3 +73,73 @@ def test_slim_windows_layout(tmp_path: Path) -> None:
     left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert left == ["llama_cpp/__init__.py", "llama_cpp/lib/ggml-cuda.dll", "llama_cpp/lib/ggml.dll",
                     "llama_cpp/lib/llama.dll", "llama_cpp_python-0.3.36.dist-info/METADATA"]
+
+
+# ---------------------------------------------------------------- damaged wheels ----------------
+
+def _flip(path: Path, offset: int) -> Path:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_truncated_wheel_is_named_not_raised(tmp_path: Path) -> None:
+    w = make_wheel(tmp_path, files={"llama_cpp/lib/libllama.so": LIB})
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    rep = check_wheel(w)
+    assert len(rep.problems) == 1 and rep.problems[0].startswith("truncated: ")
+    with pytest.raises(DamagedWheel, match=rf"^{re.escape(w.name)}: truncated"):
+        verify(w)
+
+
+def test_not_a_zip(tmp_path: Path) -> None:
+    w = tmp_path / "llama_cpp_python-0.3.36+cpu-py3-none-linux_x86_64.whl"
+    w.write_bytes(b"<html>404 Not Found</html>")
+    assert check_wheel(w).problems == ["not a wheel: not a zip archive"]
+
+
+def test_flipped_byte_names_the_member(tmp_path: Path) -> None:
+    w = make_wheel(tmp_path, files={"llama_cpp/lib/libllama.so": LIB})
+    with zipfile.ZipFile(w) as z:
+        info = z.getinfo("llama_cpp/lib/libllama.so")
+    _flip(w, info.header_offset + 30 + len(info.filename) + 10)  # inside that member's data
+    (problem,) = check_wheel(w).problems
+    assert problem.startswith("RECORD mismatch: llama_cpp/lib/libllama.so is damaged"), problem
+
+
+def test_member_rewritten_with_a_valid_zip_is_caught_by_record(tmp_path: Path) -> None:
+    w = make_wheel(tmp_path, tamper="llama_cpp/__init__.py")  # zip CRCs fine, RECORD hash wrong
+    with pytest.raises(DamagedWheel, match="RECORD mismatch: llama_cpp/__init__.py"):
+        verify(w)
+
+
+def test_verify_against_expected_sha256_shows_both_full_hashes(tmp_path: Path) -> None:
+    w = make_wheel(tmp_path)
+    good = hashlib.sha256(w.read_bytes()).hexdigest()
+    assert verify(w, good) == good
+    with pytest.raises(DamagedWheel) as exc:
+        verify(w, "0" * 64)
+    assert good in exc.value.message and "0" * 64 in exc.value.message
+
+
+# ---------------------------------------------------------------- reproducible repack -----------
+
+def test_repack_is_byte_identical_at_another_time_and_umask(tmp_path: Path) -> None:
+    raw = make_wheel(tmp_path, files={"llama_cpp/lib/libllama.so": LIB, "llama_cpp/server/app.py": b"x = 1\n"})
+    shas = []
+    for i, mask in enumerate((0o022, 0o077)):
+        old = os.umask(mask)
+        try:
+            root = unpack(raw, tmp_path / f"u{i}")
+        finally:
+            os.umask(old)
+        for f in root.rglob("*"):  # different mtimes each time, as a rebuild gives
+            os.utime(f, (time.time() + 1000 * i, time.time() + 1000 * i))
+        shas.append(hashlib.sha256(pack(root, tmp_path / f"p{i}").read_bytes()).hexdigest())
+    assert shas[0] == shas[1]
+    with zipfile.ZipFile(next((tmp_path / "p0").glob("*.whl"))) as z:
+        infos = z.infolist()
+    assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+    names = [i.filename for i in infos]
+    assert names[-1].endswith(".dist-info/RECORD") and names[:2] == ["llama_cpp/__init__.py", "llama_cpp/lib/libllama.so"]
