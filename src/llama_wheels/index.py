@@ -106,12 +106,10 @@ def validate(wheelhouse: Path, current: dict[str, list[Path]], files_dir: Path) 
                 conflicts.append(f"{wheel.name} is already published with sha256 {_sha(dest)}, "
                                  f"the wheelhouse has {shas[wheel]}")
     if damaged:
-        more = f" (and {len(damaged) - 1} more damaged wheel(s))" if len(damaged) > 1 else ""
-        raise DamagedWheel(f"nothing was published: {damaged[0]}{more}",
-                           "rebuild the damaged wheel(s); nox -s check_wheels lists each")
+        raise DamagedWheel(f"nothing was published: {len(damaged)} damaged wheel(s): {'; '.join(damaged)}",
+                           "rebuild the damaged wheel(s); nox -s check_wheels lists each problem")
     if conflicts:
-        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-        raise IndexConflict(f"nothing was published: {conflicts[0]}{more}",
+        raise IndexConflict(f"nothing was published: {'; '.join(conflicts)}",
                             "a published file never changes: rebuild under a new version or label")
     return shas
 

@@ -42,7 +42,7 @@ def test_check_wheels_session_passes(cpu_build: Path, lw_env: dict[str, str]) ->
 
 
 @pytest.mark.parametrize(("damage", "expected"), [
-    ("record", "RECORD hash mismatch for llama_cpp/llama.py"),
+    ("record", "RECORD mismatch: llama_cpp/llama.py"),
     ("label", "label mismatch"),
     ("stray", "stray top-level 'lib/'"),
 ])

@@ -1,0 +1,213 @@
+"""What the tool refuses and never does, tried as a hostile user would: real nox in a subprocess with
+broken configurations, damaged wheels through check-wheels / index / smoke, and kills and concurrent runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from llama_wheels import manifest
+from tests.unit._wheelmaker import make_wheel
+
+from .conftest import ROOT, lw
+
+NOX = [sys.executable, "-m", "nox"]
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLAMA_WHEELS_", "NOX_", "CI"))}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module")
+def mini_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This project's noxfile and pyproject.toml in a folder of their own (the package linked in), so a
+    test can break pyproject.toml without touching the checkout."""
+    d = tmp_path_factory.mktemp("proj")
+    for name in ("noxfile.py", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, d / name)
+    (d / "ci").mkdir()
+    shutil.copy2(ROOT / "ci" / "requirements-tools.txt", d / "ci")
+    (d / "src").symlink_to(ROOT / "src")
+    return d
+
+
+def nox(project: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NOX, "-f", str(project / "noxfile.py"), *args], cwd=project, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600, check=False)
+
+
+PYPROJECT_BREAKS = {
+    "arch-set-int": ('default-arch-set = "universal"', "default-arch-set = 86",
+                     "[tool.llama-wheels] default-arch-set must be a str, got int"),
+    "unknown-key": ('cuda = "auto"', 'cuda = "auto"\ncuda-rutime = "pip"', "unknown key 'cuda-rutime'"),
+    "toml-syntax": ("[tool.llama-wheels.arch-sets]", "[tool.llama-wheels.arch-sets", "is not valid TOML"),
+}
+ENV_BREAKS = {
+    "env-nosuch": ({"LLAMA_WHEELS_NOSUCH": "1"}, "unknown environment variable LLAMA_WHEELS_NOSUCH"),
+    "env-banana": ({"LLAMA_WHEELS_PYTHON": "banana"}, "python = 'banana' is not a major.minor version"),
+    "env-2.7": ({"LLAMA_WHEELS_PYTHON": "2.7"}, "python = '2.7' is too old"),
+}
+
+
+@pytest.mark.parametrize("case", [*PYPROJECT_BREAKS, *ENV_BREAKS])
+def test_config_errors_under_nox_are_one_line(mini_project: Path, tmp_path: Path, case: str) -> None:
+    project = tmp_path / "p"
+    shutil.copytree(mini_project, project, symlinks=True)
+    env = _clean_env()
+    if case in PYPROJECT_BREAKS:
+        old, new, fragment = PYPROJECT_BREAKS[case]
+        text = (project / "pyproject.toml").read_text()
+        assert old in text
+        (project / "pyproject.toml").write_text(text.replace(old, new, 1))
+    else:
+        extra, fragment = ENV_BREAKS[case]
+        env.update(extra)
+    listed = nox(project, "-l", env=env)
+    assert listed.returncode == 0 and "build_cpu" in listed.stdout and "Traceback" not in listed.stdout, listed.stdout
+    res = nox(project, "--envdir", str(tmp_path / "envs"), "-s", "check_wheels", env=env)
+    assert res.returncode != 0, res.stdout
+    assert "Traceback" not in res.stdout, res.stdout
+    (line,) = [ln for ln in res.stdout.splitlines() if fragment in ln]
+    assert line.startswith("nox > Session check_wheels aborted: "), line
+
+
+def test_missing_interpreter_fails_under_nox(mini_project: Path, tmp_path: Path) -> None:
+    res = nox(mini_project, "--envdir", str(tmp_path / "envs"), "-s", "check_wheels",
+              env=_clean_env(LLAMA_WHEELS_PYTHON="3.99"))
+    assert res.returncode != 0, res.stdout
+    assert "Python interpreter 3.99 not found" in res.stdout and "Traceback" not in res.stdout
+
+
+def test_debug_reaches_the_package_through_nox(tmp_path: Path) -> None:
+    env = _clean_env(LLAMA_WHEELS_WHEELHOUSE=str(tmp_path / "wh"))
+    (tmp_path / "wh" / "cpu").mkdir(parents=True)
+    make_wheel(tmp_path / "wh" / "cpu")
+    args = ["--envdir", str(tmp_path / "envs"), "-s", "index", "--", "--flavour", "nosuch"]
+    plain = nox(ROOT, *args, env=env)
+    assert plain.returncode != 0 and "no wheels for flavour(s) nosuch" in plain.stdout
+    assert "Traceback" not in plain.stdout, plain.stdout
+    debug = nox(ROOT, "-R", *args, "--debug", env=env)  # -R: reuse the venv just made
+    assert debug.returncode != 0 and "Traceback" in debug.stdout and "build_index" in debug.stdout, debug.stdout
+
+
+def test_scripts_run_reports_a_toml_error_itself(mini_project: Path, tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    shutil.copytree(mini_project, project, symlinks=True)
+    (project / "scripts").mkdir()
+    shutil.copy2(ROOT / "scripts" / "run", project / "scripts" / "run")
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text.replace("[tool.llama-wheels]", "[tool.llama-wheels", 1))
+    res = subprocess.run(["sh", str(project / "scripts" / "run"), "nox", "-l"], env=_clean_env(), text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120, check=False)
+    assert res.returncode == 2, res.stdout
+    assert res.stdout.strip().splitlines() == [
+        f"error: {project / 'pyproject.toml'} is not valid TOML: Expected ']' at the end of a table declaration "
+        f"(at line {text[:text.index('[tool.llama-wheels]')].count(chr(10)) + 1}, column 19); "
+        "fix the syntax at that line"]
+    assert not (project / ".tools").exists()  # nothing was set up from a broken file
+
+
+# ---------------------------------------------------------------- damaged wheels ----------------
+
+def _truncate(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    return path
+
+
+def _flip_member(path: Path, member: str) -> Path:
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+    data = bytearray(path.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+LIB = {"llama_cpp/lib/libllama.so": b"\x7fELF" + bytes(range(256)) * 40}
+
+
+def _house(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    wh = tmp_path / "wheelhouse"
+    for flavour in ("good", "trunc", "flip"):
+        (wh / flavour).mkdir(parents=True)
+        make_wheel(wh / flavour, f"0.3.36+{flavour}", files=LIB)
+    _truncate(next((wh / "trunc").glob("*.whl")))
+    _flip_member(next((wh / "flip").glob("*.whl")), "llama_cpp/lib/libllama.so")
+    env = _clean_env(LLAMA_WHEELS_WHEELHOUSE=str(wh), LLAMA_WHEELS_ROOT=str(ROOT))
+    return wh, env
+
+
+def test_check_wheels_names_each_damaged_wheel(tmp_path: Path) -> None:
+    wh, env = _house(tmp_path)
+    res = lw("check-wheels", *map(str, sorted(wh.glob("*/*.whl"))), env=env, timeout=120)
+    assert res.returncode == 9, res.stdout
+    assert "Traceback" not in res.stdout and "BadZipFile" not in res.stdout
+    errors = [ln for ln in res.stdout.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 2, errors
+    assert any(str(wh / "trunc") in e and ": truncated: " in e for e in errors), errors
+    assert any(str(wh / "flip") in e and "RECORD mismatch: llama_cpp/lib/libllama.so is damaged" in e
+               for e in errors), errors
+
+
+def test_index_publishes_nothing_from_a_damaged_wheelhouse_then_takes_the_good_wheel(tmp_path: Path) -> None:
+    wh, env = _house(tmp_path)
+    res = lw("index", env=env, timeout=120)
+    assert res.returncode == 9 and "Traceback" not in res.stdout, res.stdout
+    assert "nothing was published" in res.stdout and "truncated" in res.stdout
+    assert not (wh / "index" / "files").exists() or not any((wh / "index" / "files").iterdir())
+    # The user rebuilds: good wheels take the damaged ones' places, and the index accepts them.
+    for flavour in ("trunc", "flip"):
+        next((wh / flavour).glob("*.whl")).unlink()
+        make_wheel(wh / flavour, f"0.3.36+{flavour}", files=LIB)
+    res = lw("index", env=env, timeout=120)
+    assert res.returncode == 0, res.stdout
+    assert sorted(p.name for p in (wh / "index" / "files").glob("*.whl")) == sorted(
+        p.name for p in wh.glob("*/*.whl"))
+
+
+def test_index_refuses_a_wheel_that_differs_from_its_manifest_entry(tmp_path: Path) -> None:
+    wh = tmp_path / "wheelhouse"
+    (wh / "cpu").mkdir(parents=True)
+    w = make_wheel(wh / "cpu", files=LIB)
+    manifest.publish(wh, w, w, {"sha256": "0" * 64, "filename": w.name}, say=lambda _: None)
+    res = lw("index", env=_clean_env(LLAMA_WHEELS_WHEELHOUSE=str(wh), LLAMA_WHEELS_ROOT=str(ROOT)), timeout=120)
+    sha = hashlib.sha256(w.read_bytes()).hexdigest()
+    assert res.returncode == 9 and f"sha256 {sha} is not the {'0' * 64} recorded at build time" in res.stdout
+
+
+def _gguf(path: Path) -> Path:
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor("t", np.zeros(4, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("damage", ["record", "manifest-sha"])
+def test_smoke_verifies_before_installing(tmp_path: Path, damage: str) -> None:
+    wh = tmp_path / "wheelhouse"
+    (wh / "cpu").mkdir(parents=True)
+    w = make_wheel(wh / "cpu", files=LIB, tamper="llama_cpp/__init__.py" if damage == "record" else None)
+    sha = hashlib.sha256(w.read_bytes()).hexdigest()
+    entry = {"sha256": sha if damage == "record" else "f" * 64, "filename": w.name, "version": "0.3.36+cpu"}
+    (wh / "manifest.json").write_text(json.dumps({"wheels": {f"cpu/{w.name}": entry}}))
+    env = _clean_env(LLAMA_WHEELS_WHEELHOUSE=str(wh), LLAMA_WHEELS_ROOT=str(ROOT),
+                     LLAMA_WHEELS_CACHE_DIR=str(tmp_path / "cache"))
+    res = lw("smoke", "--flavour", "cpu", "--model", str(_gguf(tmp_path / "m.gguf")), env=env, timeout=300)
+    assert res.returncode == 12, res.stdout
+    expected = "RECORD mismatch: llama_cpp/__init__.py" if damage == "record" else f"sha256 {sha} is not the {'f' * 64}"
+    assert expected in res.stdout and "pip install" not in res.stdout and "Traceback" not in res.stdout, res.stdout
