@@ -29,14 +29,14 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def mini_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """This project's noxfile and pyproject.toml in a folder of their own (the package linked in), so a
+    """This project's noxfile, pyproject.toml and package in a folder of their own, so a
     test can break pyproject.toml without touching the checkout."""
     d = tmp_path_factory.mktemp("proj")
     for name in ("noxfile.py", "pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, d / name)
     (d / "ci").mkdir()
     shutil.copy2(ROOT / "ci" / "requirements-tools.txt", d / "ci")
-    (d / "src").symlink_to(ROOT / "src")
+    shutil.copytree(ROOT / "src", d / "src", ignore=shutil.ignore_patterns("__pycache__"))  # flit refuses links
     return d
 
 
@@ -211,3 +211,111 @@ def test_smoke_verifies_before_installing(tmp_path: Path, damage: str) -> None:
     assert res.returncode == 12, res.stdout
     expected = "RECORD mismatch: llama_cpp/__init__.py" if damage == "record" else f"sha256 {sha} is not the {'f' * 64}"
     assert expected in res.stdout and "pip install" not in res.stdout and "Traceback" not in res.stdout, res.stdout
+
+
+# ---------------------------------------------------------------- two nox runs in one checkout --
+
+def test_two_nox_runs_in_one_checkout_get_separate_venvs(mini_project: Path, tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    shutil.copytree(mini_project, project, symlinks=True)
+    wh = tmp_path / "wh"
+    (wh / "cpu").mkdir(parents=True)
+    make_wheel(wh / "cpu", files=LIB)
+    env = _clean_env(LLAMA_WHEELS_WHEELHOUSE=str(wh))
+    args = [*NOX, "-f", str(project / "noxfile.py"), "-s", "check_wheels", "--", str(next(wh.glob("*/*.whl")))]
+    first = subprocess.Popen(args, cwd=project, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert first.stdout is not None
+    head = []
+    for line in first.stdout:  # the second starts while the first is creating/filling its venv
+        head.append(line)
+        if "Creating virtual environment" in line:
+            break
+    second = subprocess.run(args, cwd=project, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            timeout=600, check=False)
+    rest = first.stdout.read()
+    first.stdout.close()
+    assert first.wait(timeout=600) == 0, "".join(head) + rest
+    assert second.returncode == 0, second.stdout
+    assert "in .nox/check_wheels" in "".join(head)
+    assert f"in {project / '.nox' / 'pid-'}" in second.stdout  # the second got venvs of its own ...
+    assert [p.name for p in (project / ".nox").iterdir() if p.name.startswith("pid-")] == []  # ... removed after
+
+
+# ---------------------------------------------------------------- real builds: kill -9, two at once
+
+def _start_build(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("wb")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "llama_wheels", "build", "--cpu", "--variant", "default"],
+                                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        out.close()
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    import time
+
+    t0 = time.monotonic()
+    while text not in log.read_text(errors="replace"):
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() - t0 < timeout, f"'{text}' did not appear in {timeout} s"
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def build_env(lw_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    return {**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(tmp_path / "wheelhouse"),
+            "LLAMA_WHEELS_BUILD_DIR": str(tmp_path / "build-a")}
+
+
+def _published(wh: Path) -> tuple[list[Path], dict[str, dict[str, object]]]:
+    wheels = sorted(wh.glob("*/llama_cpp_python-*.whl"))
+    return wheels, (json.loads((wh / "manifest.json").read_text())["wheels"] if (wh / "manifest.json").exists() else {})
+
+
+@pytest.mark.parametrize("point", ["compile cpu", "post-process cpu"])
+def test_kill_9_during_a_build_publishes_nothing(build_env: dict[str, str], tmp_path: Path, point: str) -> None:
+    import signal
+    import time
+
+    proc = _start_build(build_env, tmp_path / "killed.log")
+    try:
+        _wait_for(tmp_path / "killed.log", point, proc, timeout=3000)
+        time.sleep(3 if point.startswith("compile") else 0.2)  # inside the compiler / the repack
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    wh = tmp_path / "wheelhouse"
+    wheels, entries = _published(wh)
+    assert wheels == [] and entries == {} and not (wh / manifest.JOURNAL).exists()
+    assert not list(wh.glob("**/*.partial")) and not list(wh.glob("**/*.tmp"))
+
+
+def test_two_builds_at_once_in_one_wheelhouse_after_a_kill(build_env: dict[str, str], tmp_path: Path) -> None:
+    """A build killed mid-compile, then two builds of the same flavour at once (one reusing the killed
+    build dir, one in a fresh dir): the second waits for the first, both succeed, the manifest matches the
+    wheel, and the rebuild from the same inputs has the same sha256 (so the index accepts it)."""
+    import signal
+    import time
+
+    wh = tmp_path / "wheelhouse"
+    proc = _start_build(build_env, tmp_path / "killed.log")
+    try:
+        _wait_for(tmp_path / "killed.log", "compile cpu", proc, timeout=3000)
+        time.sleep(3)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    a = _start_build(build_env, tmp_path / "a.log")
+    _wait_for(tmp_path / "a.log", "compile cpu", a, timeout=3000)
+    b = _start_build({**build_env, "LLAMA_WHEELS_BUILD_DIR": str(tmp_path / "build-b")}, tmp_path / "b.log")
+    assert a.wait(timeout=3600) == 0, (tmp_path / "a.log").read_text()[-4000:]
+    assert b.wait(timeout=3600) == 0, (tmp_path / "b.log").read_text()[-4000:]
+    b_log = (tmp_path / "b.log").read_text()
+    assert f"flavour 'cpu' of {wh} (another build) is in use by PID {a.pid} since " in b_log
+    assert "replaced llama_cpp_python" not in b_log  # same inputs, same bytes
+    (wheel,), entries = _published(wh)
+    assert entries[f"cpu/{wheel.name}"]["sha256"] == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    env = {**build_env}
+    assert lw("index", env=env).returncode == 0
+    assert lw("check-wheels", env=env).returncode == 0

@@ -81,9 +81,9 @@ def test_second_build_of_a_flavour_waits_and_names_the_holder(tmp_path: Path) ->
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         said: list[str] = []
-        with pytest.raises(manifest.InUse, match=rf"in use by PID {holder.pid} since "):
-            with manifest.held(tmp_path / ".build-cpu.lock", "flavour 'cpu'", say=said.append, timeout=0.5):
-                pass
+        with pytest.raises(manifest.InUse, match=rf"in use by PID {holder.pid} since "), \
+                manifest.held(tmp_path / ".build-cpu.lock", "flavour 'cpu'", say=said.append, timeout=0.5):
+            pass
         assert said and f"PID {holder.pid}" in said[0] and "waiting" in said[0]
         holder.kill()  # kill -9: the OS releases the lock with the process
         holder.wait()
@@ -120,5 +120,5 @@ def test_concurrent_publishers_lose_no_entry(tmp_path: Path) -> None:
 
 def test_a_damaged_manifest_is_one_line(tmp_path: Path) -> None:
     (tmp_path / manifest.NAME).write_text('{"wheels": {')
-    with pytest.raises(manifest.ManifestDamaged, match="manifest.json is not valid JSON"):
+    with pytest.raises(manifest.ManifestDamaged, match=r"manifest\.json is not valid JSON"):
         manifest.entries(tmp_path)

@@ -110,7 +110,7 @@ def test_flipped_byte_names_the_member(tmp_path: Path) -> None:
 
 def test_member_rewritten_with_a_valid_zip_is_caught_by_record(tmp_path: Path) -> None:
     w = make_wheel(tmp_path, tamper="llama_cpp/__init__.py")  # zip CRCs fine, RECORD hash wrong
-    with pytest.raises(DamagedWheel, match="RECORD mismatch: llama_cpp/__init__.py"):
+    with pytest.raises(DamagedWheel, match=r"RECORD mismatch: llama_cpp/__init__\.py"):
         verify(w)
 
 
@@ -142,4 +142,5 @@ def test_repack_is_byte_identical_at_another_time_and_umask(tmp_path: Path) -> N
         infos = z.infolist()
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
     names = [i.filename for i in infos]
-    assert names[-1].endswith(".dist-info/RECORD") and names[:2] == ["llama_cpp/__init__.py", "llama_cpp/lib/libllama.so"]
+    assert names[-1].endswith(".dist-info/RECORD")
+    assert names[:2] == ["llama_cpp/__init__.py", "llama_cpp/lib/libllama.so"]
