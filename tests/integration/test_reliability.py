@@ -319,3 +319,46 @@ def test_two_builds_at_once_in_one_wheelhouse_after_a_kill(build_env: dict[str, 
     env = {**build_env}
     assert lw("index", env=env).returncode == 0
     assert lw("check-wheels", env=env).returncode == 0
+
+
+# ---------------------------------------------------------------- doctor and rebuilds -----------
+
+@pytest.mark.parametrize(("value", "code", "fragment"), [
+    ("3.12", 4, "[FAIL] python: Python 3.12 (the configured build Python) was not found"),  # a pyenv shim
+    ("3.99", 4, "[FAIL] python: Python 3.99 (the configured build Python) was not found"),
+    ("2.7", 2, "error: python = '2.7' is too old"),
+    ("banana", 2, "error: python = 'banana' is not a major.minor version"),
+])
+def test_doctor_runs_the_python_it_names(tmp_path: Path, value: str, code: int, fragment: str) -> None:
+    shim = tmp_path / "python3.12"  # what pyenv puts on PATH for a version that is installed but not active
+    shim.write_text("#!/bin/sh\necho \"pyenv: python3.12: command not found\" >&2\nexit 127\n")
+    shim.chmod(0o755)
+    env = _clean_env(LLAMA_WHEELS_PYTHON=value, PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    res = subprocess.run([sys.executable, "-m", "invoke", "doctor"], cwd=ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120, check=False)
+    assert res.returncode == code, res.stdout
+    assert fragment in res.stdout and "Traceback" not in res.stdout, res.stdout
+
+
+def test_a_rebuild_from_the_same_raw_wheel_is_accepted_by_the_index(tmp_path: Path) -> None:
+    """The repack (unpack, relabel, slim, pack) of the same raw wheel at two different times gives the
+    same bytes, so `nox -s index` keeps the published file instead of refusing the rebuild."""
+    import time
+
+    from llama_wheels import wheels
+
+    raw = make_wheel(tmp_path, "0.3.36", files=LIB)
+    wh = tmp_path / "wheelhouse"
+    shas = []
+    for attempt in range(2):
+        root = wheels.unpack(raw, tmp_path / f"unpacked{attempt}")
+        wheels.relabel(root, "0.3.36+cpu")
+        wheels.slim(root)
+        final = wheels.pack(root, tmp_path / f"final{attempt}")
+        shas.append(hashlib.sha256(final.read_bytes()).hexdigest())
+        (wh / "cpu").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(final, wh / "cpu" / final.name)
+        res = lw("index", env=_clean_env(LLAMA_WHEELS_WHEELHOUSE=str(wh), LLAMA_WHEELS_ROOT=str(ROOT)), timeout=120)
+        assert res.returncode == 0, res.stdout
+        time.sleep(2.1)  # zip timestamps have 2 s resolution: the second pack is at another time
+    assert shas[0] == shas[1]
