@@ -8,6 +8,9 @@
   so a kill between the move and the manifest write rolls forward, never leaves an unrecorded wheel.
 - One lock per flavour: a second build of the same flavour waits for the first instead of silently
   replacing its wheel and entry (last writer wins).
+
+Lock order, always: the build dir's (clean.in_use), then a flavour's, then the wheelhouse's. All are OS
+file locks (filelock): a killed holder releases them.
 """
 
 from __future__ import annotations
@@ -179,5 +182,8 @@ def entries_locked(wheelhouse: Path) -> dict[str, dict[str, Any]]:
 def entries(wheelhouse: Path) -> dict[str, dict[str, Any]]:
     if not wheelhouse.is_dir():
         return {}
-    with lock(wheelhouse):
-        return entries_locked(wheelhouse)
+    try:
+        with lock(wheelhouse):
+            return entries_locked(wheelhouse)
+    except PermissionError:  # a read-only wheelhouse (a mounted copy): nothing to lock or complete there
+        return dict(read(wheelhouse)["wheels"])
