@@ -22,6 +22,11 @@ def run(options: Options, paths: list[Path], log: Logger) -> int:
         return 9
     rows, bad = [], 0
     for w in wheels:
+        if not w.is_file():
+            log.error(f"{w}: does not exist (or is not a file)")
+            bad += 1
+            rows.append([w.name, "-", "-", "missing"])
+            continue
         try:
             key = w.resolve().relative_to(options.wheelhouse.resolve()).as_posix()
         except ValueError:
