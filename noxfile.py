@@ -38,9 +38,11 @@ def _own_envdir() -> None:
     from filelock import FileLock, Timeout  # nox's own virtualenv dependency, always importable here
 
     lock = FileLock(str(ROOT / ".nox" / ".lock"), thread_local=False)
-    (ROOT / ".nox").mkdir(exist_ok=True)
     try:
+        (ROOT / ".nox").mkdir(exist_ok=True)
         lock.acquire(timeout=0)
+    except OSError:  # a read-only checkout: nox will say what it cannot write
+        return
     except Timeout:
         private = ROOT / ".nox" / f"pid-{os.getpid()}"
         nox.options.envdir = str(private)
