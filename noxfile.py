@@ -41,8 +41,6 @@ def _own_envdir() -> None:
     try:
         (ROOT / ".nox").mkdir(exist_ok=True)
         lock.acquire(timeout=0)
-    except OSError:  # a read-only checkout: nox will say what it cannot write
-        return
     except Timeout:
         private = ROOT / ".nox" / f"pid-{os.getpid()}"
         nox.options.envdir = str(private)
@@ -54,6 +52,8 @@ def _own_envdir() -> None:
                 shutil.rmtree(private, ignore_errors=True)
 
         atexit.register(_drop)
+        return
+    except OSError:  # a read-only checkout (Timeout, an OSError too, is caught above)
         return
     atexit.register(lock.release)
 
