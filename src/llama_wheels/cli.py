@@ -166,6 +166,14 @@ def cmd_index(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     from llama_wheels.index import build_index
 
     options = _options({}, env, log, quiet=True)
+    if args.seed_from and args.prune:
+        raise ConfigError("--prune with --seed-from would unlist every earlier release", "drop one of the two")
+    if args.seed_from:
+        from llama_wheels.published import seed
+
+        s = seed(options.wheelhouse / "index", Path(args.seed_from))
+        log.info(f"seeded from {args.seed_from}: {s['files']} published file(s) in {s['flavours']} flavour(s), "
+                 f"{s['copied']} copied")
     summary = build_index(options.wheelhouse, base_url=args.base_url, prune=args.prune, flavours=args.flavour)
     log.table("index", ["flavours", "files", "added", "kept", "pruned"],
               [[", ".join(summary["flavours"]), str(summary["files"]), str(len(summary["added"])),
@@ -300,6 +308,8 @@ def make_parser() -> argparse.ArgumentParser:
     i.add_argument("--prune", action="store_true", help="drop published wheels that left the wheelhouse")
     i.add_argument("--flavour", action="append", help="index only these flavours (repeatable)")
     i.add_argument("--offline", action="store_true", help="accepted for symmetry; indexing never uses the network")
+    i.add_argument("--seed-from", metavar="DIR",
+                   help="the published index folder (the --sync-to target): list its files too (fresh checkouts)")
     i.set_defaults(func=cmd_index)
 
     u = sub.add_parser("publish", help="upload with twine and/or sync the static index to a folder")

@@ -1,73 +1,69 @@
 """``nox -s publish``: upload with twine to a PyPI-compatible internal server, or sync the static index.
 
 Credentials come only from twine's own sources (TWINE_USERNAME / TWINE_PASSWORD, keyring); a URL
-with credentials in it is refused, so nothing secret is ever echoed. Re-running skips files the
-server already has with the same sha256 (read from its simple API) and refuses a changed file.
+with credentials in it is refused, so nothing secret is ever echoed. Before uploading anything, the
+server's listing is read (``published.project_files``: PEP 691 JSON, else HTML) and every wheel is
+compared by sha256: the same bytes are skipped, other bytes under the same name are refused. The
+listing is read with credentials only when it is on the upload host.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import os
 import re
 import shutil
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from packaging.utils import parse_wheel_filename
+
 from llama_wheels import cmd
 from llama_wheels.check import our_wheels
-from llama_wheels.errors import ConfigError, FatalError
+from llama_wheels.errors import ConfigError
 from llama_wheels.log import Logger
+from llama_wheels.published import PublishedFile, PublishError, credentials_for, origin, project_files, url_sha256
 from llama_wheels.sdist import sha256_file as _sha
 
-
-class PublishError(FatalError):
-    return_code = 14
+__all__ = ["PublishError", "already_there", "check_url", "sync_folder", "upload"]
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, what: str = "--repository-url") -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"--repository-url {url!r} is not an http(s) URL", "e.g. https://pypi.internal/legacy/")
+        raise ConfigError(f"{what} {url!r} is not an http(s) URL", "e.g. https://pypi.internal/legacy/")
     if parts.username or parts.password:
-        raise ConfigError("the repository URL carries credentials",
+        raise ConfigError(f"the {what} URL carries credentials",
                           "remove them from the URL and set TWINE_USERNAME / TWINE_PASSWORD (or use keyring)")
     return url
 
 
-def already_there(simple_url: str, wheel: Path, env: Mapping[str, str]) -> bool:
-    """Ask the server's simple API (PEP 503) whether ``wheel`` is there. Same name, other hash: refuse.
+def already_there(simple_url: str, wheels: list[Path], upload_url: str, env: Mapping[str, str]) -> list[Path]:
+    """The wheels the server already lists with the same sha256. Same name, other bytes: refuse, upload nothing.
 
     (twine 7 allows --skip-existing only for PyPI itself, so the check is ours.)
     """
-    project = re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
-    req = urllib.request.Request(f"{simple_url.rstrip('/')}/{project}/")
-    user, password = env.get("TWINE_USERNAME"), env.get("TWINE_PASSWORD")
-    if user and password:
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            page = resp.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return False
-        raise PublishError(f"{simple_url} answered HTTP {exc.code}", "check --index-url and the credentials") from None
-    except OSError as exc:
-        raise PublishError(f"could not reach {simple_url} ({exc})",
-                           "check the URL, that the server runs, and the network") from None
-    m = re.search(re.escape(wheel.name) + r"(?:#sha256=([0-9a-f]{64}))?", html.unescape(page))
-    if m is None:
-        return False
-    if m[1] and m[1] != _sha(wheel):
-        raise PublishError(f"{wheel.name} is already on the server with sha256 {m[1]}, ours is "
-                           f"{_sha(wheel)}", "a published file never changes: rebuild under a new label")
-    return True
+    auth = credentials_for(simple_url, upload_url, env)
+    listings: dict[str, dict[str, PublishedFile]] = {}
+    there = []
+    for wheel in wheels:
+        project = str(parse_wheel_filename(wheel.name)[0])
+        if project not in listings:
+            listings[project] = {}
+            for f in project_files(simple_url, project, auth):
+                listings[project].setdefault(f.filename, f)
+        hit = listings[project].get(wheel.name)
+        if hit is None:
+            continue
+        # No sha256 in the listing: hash the server's bytes (credentials only if the file is on the upload host).
+        theirs = hit.sha256 or url_sha256(hit.url, credentials_for(hit.url, upload_url, env))
+        ours = _sha(wheel)
+        if theirs != ours:
+            raise PublishError(f"{wheel.name} is already on the server with sha256 {theirs[:12]}..., ours is "
+                               f"{ours[:12]}...", "a published file never changes: rebuild under a new label")
+        there.append(wheel)
+    return there
 
 
 def upload(wheelhouse: Path, url: str, flavour: str | None, env: Mapping[str, str], log: Logger,
@@ -81,8 +77,11 @@ def upload(wheelhouse: Path, url: str, flavour: str | None, env: Mapping[str, st
     if not wheels:
         raise ConfigError(f"no wheels to publish{f' for flavour {flavour}' if flavour else ''} in {wheelhouse}",
                           "run nox -s build_cuda (or build_cpu) first")
-    simple = simple_url or url.rstrip("/") + "/simple/"
-    todo = [w for w in wheels if not already_there(simple, w, env)]
+    simple = check_url(simple_url, "--index-url") if simple_url else url.rstrip("/") + "/simple/"
+    if origin(simple) != origin(url) and env.get("TWINE_PASSWORD"):
+        log.info(f"reading {simple} without credentials: it is not the upload host")
+    there = already_there(simple, wheels, url, env)
+    todo = [w for w in wheels if w not in there]
     skipped = len(wheels) - len(todo)
     if not todo:
         log.info(f"published 0 file(s), skipped {skipped} already present, to {url}")

@@ -1,0 +1,282 @@
+"""The published state decides (issue 16): two releases from fresh wheelhouses both stay listed, a changed file is
+refused however the server writes its links, and credentials go only to the upload host. Real pypiserver, real
+twine, real pip; the small wheels come from tests/unit/_wheelmaker.py (valid, installable, fast)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..unit._wheelmaker import make_wheel
+from .conftest import ROOT, lw
+
+USER, PASSWORD = "uploader", "s3cret-pass"
+WORKFLOW = (ROOT / "ci" / "workflows" / "gpu-wheels.yml").read_text()
+# What the workflow's publish job runs (its nox sessions run exactly `python -m llama_wheels <args>`).
+INDEX_CMD = 'scripts/run nox -s index -- --base-url "$INDEX_BASE_URL" --seed-from "$INDEX_SYNC_DIR"'
+PUBLISH_CMD = 'scripts/run nox -s publish -- "${args[@]}"'
+
+
+def test_the_workflow_runs_these_commands() -> None:
+    assert INDEX_CMD in WORKFLOW and PUBLISH_CMD in WORKFLOW
+    assert 'args+=(--repository-url "$UPLOAD_URL")' in WORKFLOW and 'args+=(--sync-to "$INDEX_SYNC_DIR")' in WORKFLOW
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+@pytest.fixture
+def pypiserver(tmp_path: Path) -> Iterator[str]:
+    from passlib.apache import HtpasswdFile
+
+    ht = HtpasswdFile(str(tmp_path / "htpasswd"), new=True)
+    ht.set_password(USER, PASSWORD)
+    ht.save()
+    (tmp_path / "packages").mkdir()
+    port = free_port()
+    with (tmp_path / "pypiserver.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(port),
+                                 "-P", str(tmp_path / "htpasswd"), "-a", "update", str(tmp_path / "packages")],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_port(port)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+class Recorder(http.server.ThreadingHTTPServer):
+    """A loopback server that records every request's headers; answers from ``respond``."""
+
+    def __init__(self, respond):  # type: ignore[no-untyped-def]
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.respond = respond
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                recorder.seen.append((self.command, self.path, dict(self.headers)))
+                code, ctype, data = recorder.respond(self.command, self.path, dict(self.headers), body)
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _any
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def serve() -> Iterator[type[Recorder]]:
+    started: list[Recorder] = []
+
+    def start(respond):  # type: ignore[no-untyped-def]
+        r = Recorder(respond)
+        started.append(r)
+        return r
+
+    yield start  # type: ignore[misc]
+    for r in started:
+        r.shutdown()
+        r.server_close()
+
+
+def encoding_proxy(upstream: str):  # type: ignore[no-untyped-def]
+    """Forward GETs to ``upstream`` asking for HTML, and percent-encode `+` in every href (as some servers do)."""
+    def respond(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+        req = urllib.request.Request(upstream + path, headers={"Accept": "text/html"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                page = r.read().decode()
+                ctype = r.headers.get("Content-Type", "text/html")
+        except urllib.error.HTTPError as exc:
+            return exc.code, "text/plain", b""
+        page = re.sub(r'href="([^"]*)"', lambda m: 'href="' + m[1].replace("+", "%2B") + '"', page)
+        return 200, ctype, page.encode()
+    return respond
+
+
+def house(tmp_path: Path, name: str, version: str, **kw: object) -> tuple[Path, Path]:
+    """A fresh wheelhouse (a fresh checkout's) with one wheel in flavour ``cpu``."""
+    (tmp_path / name / "wheelhouse" / "cpu").mkdir(parents=True)
+    wheel = make_wheel(tmp_path / name / "wheelhouse" / "cpu", version, **kw)  # type: ignore[arg-type]
+    return tmp_path / name / "wheelhouse", wheel
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def pip_install_both(tmp_path: Path, index_url: str, a: Path, b: Path) -> None:
+    subprocess.run([sys.executable, "-m", "virtualenv", "-q", str(tmp_path / "v")], check=True)
+    py = tmp_path / "v" / "bin" / "python"
+    for version, wheel in (("0.3.36+cpu", a), ("0.3.37+cpu", b)):
+        req = tmp_path / "req.txt"
+        req.write_text(f"llama-cpp-python=={version} --hash=sha256:{sha(wheel)}\n")
+        res = subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--require-hashes", "--index-url",
+                              index_url, "-r", str(req)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        out = subprocess.run([py, "-m", "pip", "show", "llama_cpp_python"], capture_output=True, text=True).stdout
+        assert f"Version: {version}" in out
+
+
+def test_two_releases_to_a_sync_folder_list_both(tmp_path: Path, lw_env: dict[str, str]) -> None:
+    sync = tmp_path / "published"
+    wheels = []
+    for n, version in ((1, "0.3.36+cpu"), (2, "0.3.37+cpu")):
+        wh, wheel = house(tmp_path, f"release{n}", version)
+        wheels.append(wheel)
+        env = {**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(wh)}
+        # INDEX_CMD and PUBLISH_CMD with INDEX_SYNC_DIR set and no UPLOAD_URL
+        res = lw("index", "--base-url", sync.as_uri(), "--seed-from", str(sync), env=env)
+        assert res.returncode == 0, res.stdout
+        res = lw("publish", "--sync-to", str(sync), env=env)
+        assert res.returncode == 0, res.stdout
+    a, b = wheels
+    page = (sync / "cpu" / "llama-cpp-python" / "index.html").read_text()
+    assert f"{a.name}#sha256={sha(a)}" in page and f"{b.name}#sha256={sha(b)}" in page
+    data = json.loads((sync / "all" / "llama-cpp-python" / "index.json").read_text())
+    assert {f["filename"]: f["hashes"]["sha256"] for f in data["files"]} == {a.name: sha(a), b.name: sha(b)}
+    assert json.loads((sync / "state.json").read_text()) == {"cpu": sorted([a.name, b.name])}
+    pip_install_both(tmp_path, (sync / "cpu").as_uri(), a, b)
+
+
+def test_a_release_that_changes_a_published_file_is_refused_before_anything_moves(
+        tmp_path: Path, lw_env: dict[str, str]) -> None:
+    sync = tmp_path / "published"
+    wh, _ = house(tmp_path, "release1", "0.3.36+cpu")
+    env = {**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(wh)}
+    assert lw("index", "--seed-from", str(sync), env=env).returncode == 0
+    assert lw("publish", "--sync-to", str(sync), env=env).returncode == 0
+    before = {p: p.read_bytes() for p in sync.rglob("*") if p.is_file()}
+    wh2, _ = house(tmp_path, "release2", "0.3.36+cpu", files={"llama_cpp/extra.py": b"x = 1\n"})
+    res = lw("index", "--seed-from", str(sync), env={**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(wh2)})
+    assert res.returncode == 13 and "already published" in res.stdout and "Traceback" not in res.stdout
+    assert {p: p.read_bytes() for p in sync.rglob("*") if p.is_file()} == before
+
+
+def test_seed_from_a_folder_that_is_not_an_index(tmp_path: Path, lw_env: dict[str, str]) -> None:
+    wh, _ = house(tmp_path, "r", "0.3.36+cpu")
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "index.html").write_text("hello")
+    res = lw("index", "--seed-from", str(tmp_path / "web"), env={**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(wh)})
+    assert res.returncode == 2 and "holds no state.json" in res.stdout and "Traceback" not in res.stdout
+    res = lw("index", "--seed-from", str(tmp_path / "web"), "--prune",
+             env={**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(wh)})
+    assert res.returncode == 2 and "would unlist every earlier release" in res.stdout
+
+
+def publish_env(lw_env: dict[str, str], wh: Path) -> dict[str, str]:
+    return {**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(wh), "TWINE_USERNAME": USER, "TWINE_PASSWORD": PASSWORD}
+
+
+def test_two_releases_to_a_pypiserver_list_both(pypiserver: str, tmp_path: Path, lw_env: dict[str, str]) -> None:
+    wheels = []
+    for n, version in ((1, "0.3.36+cpu"), (2, "0.3.37+cpu")):
+        wh, wheel = house(tmp_path, f"release{n}", version)
+        wheels.append(wheel)
+        env = publish_env(lw_env, wh)
+        # INDEX_CMD without INDEX_SYNC_DIR is a plain index; PUBLISH_CMD with UPLOAD_URL set
+        assert lw("index", env=env).returncode == 0
+        res = lw("publish", "--repository-url", pypiserver + "/", env=env, timeout=300)
+        assert res.returncode == 0 and "published 1 file(s), skipped 0" in res.stdout, res.stdout[-2000:]
+    a, b = wheels
+    with urllib.request.urlopen(pypiserver + "/simple/llama-cpp-python/") as r:
+        page = r.read().decode()
+    assert f"{a.name}#sha256={sha(a)}" in page and f"{b.name}#sha256={sha(b)}" in page
+    pip_install_both(tmp_path, pypiserver + "/simple/", a, b)
+
+
+def test_encoded_plus_in_links_does_not_hide_a_changed_file(pypiserver: str, serve, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                            lw_env: dict[str, str]) -> None:
+    proxy = serve(encoding_proxy(pypiserver))
+    wh, _ = house(tmp_path, "release1", "0.3.36+cpu")
+    assert lw("publish", "--repository-url", pypiserver + "/", env=publish_env(lw_env, wh), timeout=300).returncode == 0
+    with urllib.request.urlopen(proxy.url + "/simple/llama-cpp-python/") as r:
+        assert "0.3.36%2Bcpu" in r.read().decode()  # the proxy does encode
+    same = lw("publish", "--repository-url", pypiserver + "/", "--index-url", proxy.url + "/simple/",
+              env=publish_env(lw_env, wh), timeout=300)
+    assert same.returncode == 0 and "published 0 file(s), skipped 1" in same.stdout, same.stdout[-2000:]
+    wh2, _ = house(tmp_path, "release2", "0.3.36+cpu", files={"llama_cpp/extra.py": b"x = 1\n"})
+    changed = lw("publish", "--repository-url", pypiserver + "/", "--index-url", proxy.url + "/simple/",
+                 env=publish_env(lw_env, wh2), timeout=300)
+    assert changed.returncode == 14 and "already on the server with sha256" in changed.stdout, changed.stdout[-2000:]
+
+
+def test_changed_file_refused_through_pep691_json(serve, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                   lw_env: dict[str, str]) -> None:
+    """A server that answers JSON when asked (our own static index's index.json, served with negotiation)."""
+    sync = tmp_path / "published"
+    wh, _ = house(tmp_path, "release1", "0.3.36+cpu")
+    env = {**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(wh)}
+    assert lw("index", "--seed-from", str(sync), env=env).returncode == 0
+    assert lw("publish", "--sync-to", str(sync), env=env).returncode == 0
+
+    def respond(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+        if method == "POST":
+            return 200, "text/plain", b"OK"
+        page = sync / "all" / path.removeprefix("/simple/").strip("/")
+        if "application/vnd.pypi.simple.v1+json" in headers.get("Accept", "") and (page / "index.json").exists():
+            return 200, "application/vnd.pypi.simple.v1+json", (page / "index.json").read_bytes()
+        return 404, "text/plain", b""
+
+    server = serve(respond)
+    wh2, _ = house(tmp_path, "release2", "0.3.36+cpu", files={"llama_cpp/extra.py": b"x = 1\n"})
+    res = lw("publish", "--repository-url", server.url + "/", env=publish_env(lw_env, wh2), timeout=300)
+    assert res.returncode == 14 and "already on the server with sha256" in res.stdout, res.stdout[-2000:]
+    assert not [s for s in server.seen if s[0] == "POST"]  # refused before any upload
+
+
+def test_credentials_go_only_to_the_upload_host(pypiserver: str, serve, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                lw_env: dict[str, str]) -> None:
+    def respond(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+        return (200, "text/plain", b"OK") if method == "POST" else (404, "text/plain", b"")
+
+    other = serve(respond)
+    wh, _ = house(tmp_path, "release1", "0.3.36+cpu")
+    res = lw("publish", "--repository-url", pypiserver + "/", "--index-url", other.url + "/simple/",
+             env=publish_env(lw_env, wh), timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert [s[0] for s in other.seen] == ["GET"]
+    assert not any(k.lower() == "authorization" for k in other.seen[0][2])
+    assert "without credentials: it is not the upload host" in res.stdout
+    # The control: the same server as the upload host does get them (so the check above can fail).
+    res = lw("publish", "--repository-url", other.url + "/", env=publish_env(lw_env, wh), timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:]
+    gets = [s for s in other.seen[1:] if s[0] == "GET"]
+    assert gets and all(s[2].get("Authorization", "").startswith("Basic ") for s in gets)
+    assert PASSWORD not in res.stdout
