@@ -60,8 +60,8 @@ def already_there(simple_url: str, wheels: list[Path], upload_url: str, env: Map
         theirs = hit.sha256 or url_sha256(hit.url, credentials_for(hit.url, upload_url, env))
         ours = _sha(wheel)
         if theirs != ours:
-            raise PublishError(f"{wheel.name} is already on the server with sha256 {theirs[:12]}..., ours is "
-                               f"{ours[:12]}...", "a published file never changes: rebuild under a new label")
+            raise PublishError(f"{wheel.name} is already on the server with sha256 {theirs}, ours is {ours}",
+                               "a published file never changes: rebuild under a new label")
         there.append(wheel)
     return there
 

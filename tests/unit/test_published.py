@@ -1,0 +1,74 @@
+"""published.py: who gets credentials, and seeding the local index from a published folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llama_wheels.errors import ConfigError
+from llama_wheels.published import PublishedConflict, credentials_for, seed
+
+from ._wheelmaker import make_wheel
+
+ENV = {"TWINE_USERNAME": "u", "TWINE_PASSWORD": "p"}
+
+
+@pytest.mark.parametrize(("url", "upload", "sent"), [
+    ("https://pypi.example/simple/", "https://pypi.example/", True),
+    ("https://PYPI.example:443/simple/", "https://pypi.example/legacy/", True),   # default port, host case
+    ("http://127.0.0.1:8080/simple/", "http://127.0.0.1:8080/", True),
+    ("http://127.0.0.1:8081/simple/", "http://127.0.0.1:8080/", False),         # another port: another service
+    ("http://pypi.example/simple/", "https://pypi.example/", False),            # downgraded to http
+    ("https://mirror.example/simple/", "https://pypi.example/", False),
+    ("https://pypi.example.evil.test/simple/", "https://pypi.example/", False),
+])
+def test_credentials_only_for_the_upload_origin(url: str, upload: str, sent: bool) -> None:
+    assert (credentials_for(url, upload, ENV) == ("u", "p")) is sent
+    assert credentials_for(url, upload, {}) is None
+
+
+def published(tmp_path: Path, state: dict[str, list[str]], wheels: list[Path]) -> Path:
+    root = tmp_path / "published"
+    (root / "files").mkdir(parents=True)
+    for w in wheels:
+        (root / "files" / w.name).write_bytes(w.read_bytes())
+    (root / "state.json").write_text(json.dumps(state))
+    return root
+
+
+def test_seed_merges_state_and_copies_files(tmp_path: Path) -> None:
+    (tmp_path / "w").mkdir()
+    a = make_wheel(tmp_path / "w", "0.3.36+cpu")
+    pub = published(tmp_path, {"cpu": [a.name]}, [a])
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / "state.json").write_text(json.dumps({"cu130-sm90": ["x.whl"]}))
+    assert seed(index, pub) == {"flavours": 1, "files": 1, "copied": 1}
+    assert json.loads((index / "state.json").read_text()) == {"cpu": [a.name], "cu130-sm90": ["x.whl"]}
+    assert (index / "files" / a.name).read_bytes() == a.read_bytes()
+    assert seed(index, pub)["copied"] == 0  # already there with the same bytes
+
+
+def test_seed_first_release_and_bad_folders(tmp_path: Path) -> None:
+    assert seed(tmp_path / "index", tmp_path / "missing") == {"flavours": 0, "files": 0, "copied": 0}
+    (tmp_path / "w").mkdir()
+    a = make_wheel(tmp_path / "w", "0.3.36+cpu")
+    pub = published(tmp_path, {"cpu": [a.name, "gone.whl"]}, [a])
+    with pytest.raises(ConfigError, match=r"lists gone\.whl"):
+        seed(tmp_path / "index", pub)
+    (pub / "state.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="not an index state"):
+        seed(tmp_path / "index", pub)
+
+
+def test_seed_refuses_a_local_file_that_differs_from_the_published_one(tmp_path: Path) -> None:
+    (tmp_path / "w").mkdir()
+    a = make_wheel(tmp_path / "w", "0.3.36+cpu")
+    pub = published(tmp_path, {"cpu": [a.name]}, [a])
+    (tmp_path / "index" / "files").mkdir(parents=True)
+    (tmp_path / "index" / "files" / a.name).write_bytes(a.read_bytes() + b"\0")
+    with pytest.raises(PublishedConflict, match="other bytes"):
+        seed(tmp_path / "index", pub)
+    assert (pub / "files" / a.name).read_bytes() == a.read_bytes()  # the published side is never written
