@@ -115,18 +115,22 @@ def serve() -> Iterator[type[Recorder]]:
         r.server_close()
 
 
-def encoding_proxy(upstream: str):  # type: ignore[no-untyped-def]
-    """Forward GETs to ``upstream`` asking for HTML, and percent-encode `+` in every href (as some servers do)."""
+def encoding_proxy(upstream: str, *, strip_hashes: bool = False):  # type: ignore[no-untyped-def]
+    """Forward GETs to ``upstream`` asking for HTML, and percent-encode `+` in every href (as some servers do);
+    with ``strip_hashes`` also drop the #sha256= fragments (a listing without hashes)."""
     def respond(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
         req = urllib.request.Request(upstream + path, headers={"Accept": "text/html"})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
-                page = r.read().decode()
-                ctype = r.headers.get("Content-Type", "text/html")
+                data, ctype = r.read(), r.headers.get("Content-Type", "text/html")
         except urllib.error.HTTPError as exc:
             return exc.code, "text/plain", b""
-        page = re.sub(r'href="([^"]*)"', lambda m: 'href="' + m[1].replace("+", "%2B") + '"', page)
-        return 200, ctype, page.encode()
+        if not ctype.startswith("text/html"):
+            return 200, ctype, data  # a file download passes through
+        def fix(m: re.Match[str]) -> str:
+            href = m[1].replace("+", "%2B")
+            return 'href="' + (href.split("#")[0] if strip_hashes else href) + '"'
+        return 200, ctype, re.sub(r'href="([^"]*)"', fix, data.decode()).encode()
     return respond
 
 
@@ -235,6 +239,17 @@ def test_encoded_plus_in_links_does_not_hide_a_changed_file(pypiserver: str, ser
     changed = lw("publish", "--repository-url", pypiserver + "/", "--index-url", proxy.url + "/simple/",
                  env=publish_env(lw_env, wh2), timeout=300)
     assert changed.returncode == 14 and "already on the server with sha256" in changed.stdout, changed.stdout[-2000:]
+    # A listing without hashes: the server's bytes are downloaded and hashed, so the change is still refused.
+    bare = serve(encoding_proxy(pypiserver, strip_hashes=True))
+    with urllib.request.urlopen(bare.url + "/simple/llama-cpp-python/") as r:
+        assert "sha256" not in r.read().decode()
+    changed = lw("publish", "--repository-url", pypiserver + "/", "--index-url", bare.url + "/simple/",
+                 env=publish_env(lw_env, wh2), timeout=300)
+    assert changed.returncode == 14 and "already on the server with sha256" in changed.stdout, changed.stdout[-2000:]
+    same = lw("publish", "--repository-url", pypiserver + "/", "--index-url", bare.url + "/simple/",
+              env=publish_env(lw_env, wh), timeout=300)
+    assert same.returncode == 0 and "skipped 1" in same.stdout, same.stdout[-2000:]
+    assert any(p.endswith(".whl") for _, p, _ in bare.seen)  # it did download the file to hash it
 
 
 def test_changed_file_refused_through_pep691_json(serve, tmp_path: Path,  # type: ignore[no-untyped-def]
