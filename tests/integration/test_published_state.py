@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -295,3 +297,57 @@ def test_credentials_go_only_to_the_upload_host(pypiserver: str, serve, tmp_path
     gets = [s for s in other.seen[1:] if s[0] == "GET"]
     assert gets and all(s[2].get("Authorization", "").startswith("Basic ") for s in gets)
     assert PASSWORD not in res.stdout
+
+
+def fresh_checkout(dest: Path) -> Path:
+    """The working tree as a fresh clone has it: tracked and untracked-but-not-ignored files, nothing built."""
+    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for name in filter(None, names):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def publish_job_script() -> tuple[str, set[str]]:
+    """The publish job's own steps after the downloads (index, publish, summary), as one bash script."""
+    import yaml
+
+    steps = [s for s in yaml.safe_load(WORKFLOW)["jobs"]["publish"]["steps"] if "run" in s]
+    assert [s["name"].split(" ")[0] for s in steps] == ["Index", "Publish", "Step"]
+    script = "\n".join(f"(\n{s['run']}\n)" for s in steps)
+    return script, {k for s in steps for k in s.get("env", {})}
+
+
+def test_two_releases_from_fresh_checkouts_run_the_workflows_own_steps(pypiserver: str, tmp_path: Path) -> None:
+    """Both routes at once (INDEX_UPLOAD_URL and INDEX_SYNC_DIR set), through scripts/run and nox as on a runner."""
+    script, names = publish_job_script()
+    assert names == {"INDEX_BASE_URL", "INDEX_SYNC_DIR", "UPLOAD_URL", "SIMPLE_URL", "TWINE_USERNAME",
+                     "TWINE_PASSWORD"}
+    sync = tmp_path / "sync"
+    wheels = []
+    for n, version in ((1, "0.3.36+cpu"), (2, "0.3.37+cpu")):
+        clone = fresh_checkout(tmp_path / f"clone{n}")
+        (clone / "wheelhouse" / "cpu").mkdir(parents=True)  # what download-artifact leaves
+        wheels.append(make_wheel(clone / "wheelhouse" / "cpu", version))
+        (clone / "reports").mkdir()
+        (clone / "reports" / "build-cpu.md").write_text(f"| build summary of release {n} |\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LLAMA_WHEELS_", "TWINE_", "NOX"))}
+        env.update({"INDEX_BASE_URL": sync.as_uri(), "INDEX_SYNC_DIR": str(sync), "UPLOAD_URL": pypiserver + "/",
+                    "SIMPLE_URL": "", "TWINE_USERNAME": USER, "TWINE_PASSWORD": PASSWORD,
+                    "GITHUB_STEP_SUMMARY": str(tmp_path / f"summary{n}.md"), "PYTHON": sys.executable,
+                    "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])})
+        res = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=clone, env=env,
+                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
+        assert res.returncode == 0, res.stdout[-3000:]
+        assert PASSWORD not in res.stdout
+    a, b = wheels
+    with urllib.request.urlopen(pypiserver + "/simple/llama-cpp-python/") as r:
+        server_page = r.read().decode()
+    static_page = (sync / "cpu" / "llama-cpp-python" / "index.html").read_text()
+    for page in (server_page, static_page):
+        assert f"{a.name}#sha256={sha(a)}" in page and f"{b.name}#sha256={sha(b)}" in page
+    assert "build summary of release 2" in (tmp_path / "summary2.md").read_text()
+    pip_install_both(tmp_path, (sync / "cpu").as_uri(), a, b)
