@@ -23,7 +23,16 @@ from llama_wheels import cmd
 from llama_wheels.check import our_wheels
 from llama_wheels.errors import ConfigError
 from llama_wheels.log import Logger
-from llama_wheels.published import PublishedFile, PublishError, credentials_for, origin, project_files, url_sha256
+from llama_wheels.published import (
+    STATE,
+    PublishedFile,
+    PublishError,
+    credentials_for,
+    origin,
+    project_files,
+    read_state,
+    url_sha256,
+)
 from llama_wheels.sdist import sha256_file as _sha
 
 __all__ = ["PublishError", "already_there", "check_url", "sync_folder", "upload"]
@@ -104,22 +113,41 @@ def upload(wheelhouse: Path, url: str, flavour: str | None, env: Mapping[str, st
 
 
 def sync_folder(index_root: Path, dest: Path, log: Logger) -> dict[str, int]:
-    """Copy the static index into ``dest`` (a mounted bucket, a web root): files by hash, pages always."""
-    if not (index_root / "state.json").exists():
+    """Copy the static index into ``dest`` (a mounted bucket, a web root): files by hash, pages always.
+
+    Nothing is written unless every check passes: ``dest`` lists nothing this index lacks (else a fresh
+    checkout, or a release that ran at the same time, would unlist published files: seed first), and no
+    file there differs from ours. Files go first, then the pages, then ``state.json``, so a page never
+    links to a file that is not there yet.
+    """
+    if not (index_root / STATE).exists():
         raise ConfigError(f"{index_root} holds no index", "run nox -s index first")
-    copied = skipped = 0
-    for src in sorted(p for p in index_root.rglob("*") if p.is_file()):
-        rel = src.relative_to(index_root)
-        target = dest / rel
-        if rel.parts[0] == "files" and target.exists():
-            if _sha(target) == _sha(src):
-                skipped += 1
-                continue
-            raise PublishError(f"{target} exists with different content", "a published file never changes")
+    if (dest / STATE).exists():
+        ours, theirs = read_state(index_root / STATE), read_state(dest / STATE)
+        missing = sorted({n for f, names in theirs.items() for n in names if n not in ours.get(f, [])})
+        if missing:
+            raise PublishError(f"{dest} lists {len(missing)} file(s) this index does not (e.g. {missing[0]}): "
+                               "syncing would unlist them",
+                               f"run nox -s index -- --seed-from {dest} (again, if another release just published)")
+    order = {"files": 0, STATE: 2}
+    sources = sorted((p for p in index_root.rglob("*") if p.is_file()),
+                     key=lambda p: (order.get(p.relative_to(index_root).parts[0], 1), p))
+    same = set()
+    for src in sources:
+        target = dest / src.relative_to(index_root)
+        if src.relative_to(index_root).parts[0] == "files" and target.exists():
+            if _sha(target) != _sha(src):
+                raise PublishError(f"{target} exists with different content", "a published file never changes")
+            same.add(src)
+    copied = 0
+    for src in sources:
+        if src in same:
+            continue
+        target = dest / src.relative_to(index_root)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".partial")
         shutil.copyfile(src, tmp)
         os.replace(tmp, target)
         copied += 1
-    log.info(f"synced {copied} file(s) to {dest}, {skipped} already there")
-    return {"copied": copied, "skipped": skipped}
+    log.info(f"synced {copied} file(s) to {dest}, {len(same)} already there")
+    return {"copied": copied, "skipped": len(same)}

@@ -110,7 +110,7 @@ def url_sha256(url: str, auth: tuple[str, str] | None) -> str:
     return h.hexdigest()
 
 
-def _read_state(path: Path) -> dict[str, list[str]]:
+def read_state(path: Path) -> dict[str, list[str]]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -131,10 +131,10 @@ def seed(index_root: Path, published: Path) -> dict[str, int]:
     if not (published / STATE).is_file():
         raise ConfigError(f"{published} is not empty and holds no {STATE}, so it is not a llama-wheels index",
                           "give the folder that nox -s publish -- --sync-to wrote (or an empty one)")
-    theirs = _read_state(published / STATE)
+    theirs = read_state(published / STATE)
     files_dir = index_root / "files"
     files_dir.mkdir(parents=True, exist_ok=True)
-    ours = _read_state(index_root / STATE) if (index_root / STATE).exists() else {}
+    ours = read_state(index_root / STATE) if (index_root / STATE).exists() else {}
     copied = 0
     names = sorted({n for listed in theirs.values() for n in listed})
     for name in names:

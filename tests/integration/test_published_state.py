@@ -195,6 +195,37 @@ def test_a_release_that_changes_a_published_file_is_refused_before_anything_move
     assert {p: p.read_bytes() for p in sync.rglob("*") if p.is_file()} == before
 
 
+def snapshot(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_sync_that_would_unlist_a_release_is_refused(tmp_path: Path, lw_env: dict[str, str]) -> None:
+    """Forgetting --seed-from, or two releases that read the folder before either wrote it: refused, nothing written."""
+    sync = tmp_path / "published"
+    envs = []
+    for n, version in ((1, "0.3.36+cpu"), (2, "0.3.37+cpu")):
+        wh, _ = house(tmp_path, f"release{n}", version)
+        envs.append({**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(wh)})
+    assert lw("index", "--seed-from", str(sync), env=envs[0]).returncode == 0
+    assert lw("publish", "--sync-to", str(sync), env=envs[0]).returncode == 0
+    before = snapshot(sync)
+    assert lw("index", env=envs[1]).returncode == 0  # no --seed-from
+    res = lw("publish", "--sync-to", str(sync), env=envs[1])
+    assert res.returncode == 14 and "syncing would unlist them" in res.stdout and "--seed-from" in res.stdout
+    assert snapshot(sync) == before
+    # A third release seeds now; release 2 seeds too and publishes first: the third must seed again.
+    wh3, _ = house(tmp_path, "release3", "0.3.38+cpu")
+    env3 = {**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(wh3)}
+    assert lw("index", "--seed-from", str(sync), env=env3).returncode == 0
+    assert lw("index", "--seed-from", str(sync), env=envs[1]).returncode == 0
+    assert lw("publish", "--sync-to", str(sync), env=envs[1]).returncode == 0
+    assert lw("publish", "--sync-to", str(sync), env=env3).returncode == 14
+    assert lw("index", "--seed-from", str(sync), env=env3).returncode == 0
+    assert lw("publish", "--sync-to", str(sync), env=env3).returncode == 0
+    listed = json.loads((sync / "state.json").read_text())["cpu"]
+    assert [n.split("-")[1] for n in listed] == ["0.3.36+cpu", "0.3.37+cpu", "0.3.38+cpu"]
+
+
 def test_seed_from_a_folder_that_is_not_an_index(tmp_path: Path, lw_env: dict[str, str]) -> None:
     wh, _ = house(tmp_path, "r", "0.3.36+cpu")
     (tmp_path / "web").mkdir()
