@@ -169,9 +169,11 @@ def cmd_index(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     if args.seed_from and args.prune:
         raise ConfigError("--prune with --seed-from would unlist every earlier release", "drop one of the two")
     if args.seed_from:
+        from llama_wheels import manifest
         from llama_wheels.published import seed
 
-        s = seed(options.wheelhouse / "index", Path(args.seed_from))
+        with manifest.lock(options.wheelhouse, say=log.info):
+            s = seed(options.wheelhouse / "index", Path(args.seed_from))
         log.info(f"seeded from {args.seed_from}: {s['files']} published file(s) in {s['flavours']} flavour(s), "
                  f"{s['copied']} copied")
     summary = build_index(options.wheelhouse, base_url=args.base_url, prune=args.prune, flavours=args.flavour)

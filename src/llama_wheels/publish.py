@@ -29,6 +29,7 @@ from llama_wheels.published import (
     PublishError,
     credentials_for,
     origin,
+    partial,
     project_files,
     read_state,
     url_sha256,
@@ -130,7 +131,7 @@ def sync_folder(index_root: Path, dest: Path, log: Logger) -> dict[str, int]:
                                "syncing would unlist them",
                                f"run nox -s index -- --seed-from {dest} (again, if another release just published)")
     order = {"files": 0, STATE: 2}
-    sources = sorted((p for p in index_root.rglob("*") if p.is_file()),
+    sources = sorted((p for p in index_root.rglob("*") if p.is_file() and not p.name.endswith(".partial")),
                      key=lambda p: (order.get(p.relative_to(index_root).parts[0], 1), p))
     same = set()
     for src in sources:
@@ -145,7 +146,7 @@ def sync_folder(index_root: Path, dest: Path, log: Logger) -> dict[str, int]:
             continue
         target = dest / src.relative_to(index_root)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".partial")
+        tmp = partial(target)
         shutil.copyfile(src, tmp)
         os.replace(tmp, target)
         copied += 1

@@ -110,6 +110,11 @@ def url_sha256(url: str, auth: tuple[str, str] | None) -> str:
     return h.hexdigest()
 
 
+def partial(dest: Path) -> Path:
+    """Where ``dest`` is written before its atomic rename: hidden, per process (as index.py does)."""
+    return dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+
+
 def read_state(path: Path) -> dict[str, list[str]]:
     try:
         data = json.loads(path.read_text())
@@ -149,12 +154,12 @@ def seed(index_root: Path, published: Path) -> dict[str, int]:
             continue
         for s, d in ((src, dest), (src.with_name(name + ".metadata"), dest.with_name(name + ".metadata"))):
             if s.is_file():
-                tmp = d.with_name(d.name + ".partial")
+                tmp = partial(d)
                 shutil.copyfile(s, tmp)
                 os.replace(tmp, d)
         copied += 1
     merged = {f: sorted({*ours.get(f, []), *theirs.get(f, [])}) for f in sorted({*ours, *theirs})}
-    tmp_state = index_root / (STATE + ".partial")
+    tmp_state = partial(index_root / STATE)
     tmp_state.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     os.replace(tmp_state, index_root / STATE)
     return {"flavours": len(theirs), "files": len(names), "copied": copied}

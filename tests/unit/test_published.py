@@ -72,3 +72,30 @@ def test_seed_refuses_a_local_file_that_differs_from_the_published_one(tmp_path:
     with pytest.raises(PublishedConflict, match="other bytes"):
         seed(tmp_path / "index", pub)
     assert (pub / "files" / a.name).read_bytes() == a.read_bytes()  # the published side is never written
+
+
+def test_sync_leaves_a_killed_runs_partial_behind_and_writes_files_before_pages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from llama_wheels.log import Logger
+    from llama_wheels.publish import sync_folder
+
+    index = tmp_path / "index"
+    (index / "files").mkdir(parents=True)
+    (index / "files" / "a.whl").write_bytes(b"a")
+    (index / "files" / ".a.whl.4242.partial").write_bytes(b"half")
+    (index / "cpu").mkdir()
+    (index / "cpu" / "index.html").write_text("page")
+    (index / "state.json").write_text(json.dumps({"cpu": ["a.whl"]}))
+    written: list[str] = []
+    real = os.replace
+
+    def spy(src: Path, dst: Path) -> None:
+        written.append(Path(dst).relative_to(tmp_path / "dest").as_posix())
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    assert sync_folder(index, tmp_path / "dest", Logger({})) == {"copied": 3, "skipped": 0}
+    assert written == ["files/a.whl", "cpu/index.html", "state.json"]
+    assert not list((tmp_path / "dest").rglob("*.partial"))
