@@ -71,4 +71,26 @@ def cache_clear(c: Context, dry_run: bool = False) -> None:
     _run(["cache-clear"] + (["--dry-run"] if dry_run else []))
 
 
-ns = Collection(doctor, clean_temp, check_wheels, cache_stats, cache_clear)
+@task(name="farm-scheduler", help={
+    "bind": "address:port to listen on (default 0.0.0.0:10600)",
+    "dry_run": "write the config and print the command, run nothing",
+})
+def farm_scheduler(c: Context, bind: str = "0.0.0.0:10600", dry_run: bool = False) -> None:
+    """Run the build farm's scheduler (sccache-dist). Tokens: LLAMA_WHEELS_DIST_TOKEN (clients),
+    LLAMA_WHEELS_DIST_SERVER_TOKEN (build servers), from the environment only."""
+    _run(["farm-scheduler", "--bind", bind] + (["--dry-run"] if dry_run else []))
+
+
+@task(name="farm-server", help={
+    "scheduler": "the scheduler's URL, e.g. http://farm.internal:10600",
+    "public_addr": "host:port where clients reach this build server",
+    "name": "a name for its work folder (several servers on one host)",
+    "dry_run": "write the config and print the command, run nothing",
+})
+def farm_server(c: Context, scheduler: str, public_addr: str, name: str = "server", dry_run: bool = False) -> None:
+    """Run a build server of the farm (Linux, as root; every job sandboxed with bubblewrap)."""
+    _run(["farm-server", "--scheduler", scheduler, "--public-addr", public_addr, "--name", name]
+         + (["--dry-run"] if dry_run else []))
+
+
+ns = Collection(doctor, clean_temp, check_wheels, cache_stats, cache_clear, farm_scheduler, farm_server)

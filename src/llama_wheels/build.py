@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llama_wheels import cmd, compcache, fatbin, manifest, sdist, toolkit, wheels, windows
+from llama_wheels import cmd, compcache, farm, fatbin, manifest, sdist, toolkit, wheels, windows
 from llama_wheels.clean import in_use, owned_subdir, remove_tree_within
 from llama_wheels.compcache import CacheStats
 from llama_wheels.config import Options
@@ -218,6 +218,7 @@ def _execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[
              launcher: str | None, offline: bool, keep_going: bool, frontend: str,
              all_from_source: bool) -> list[StepResult]:
     results: list[StepResult] = []
+    base_env = {**base_env, **farm.client_env(options, base_env)}  # SCCACHE_CONF when a build farm is set
     try:
         with log.step("source"):
             source = resolve_source(options, offline, base_env)

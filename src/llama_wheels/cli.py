@@ -68,10 +68,15 @@ def add_cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-read-only", action="store_true", default=None,
                    help="use the remote cache without writing to it (pull requests)")
     p.add_argument("--require-remote-cache", action="store_true", help="fail if the remote cache is unreachable")
+    p.add_argument("--dist-scheduler", metavar="URL",
+                   help="compile on a build farm (sccache-dist scheduler); token from LLAMA_WHEELS_DIST_TOKEN")
+    p.add_argument("--require-dist", action="store_true",
+                   help="fail before compiling if the build farm is unreachable (default: warn, compile locally)")
 
 
 def cache_cli(args: argparse.Namespace) -> dict[str, Any]:
-    cache = {"backend": args.cache_backend, "remote": args.cache_remote, "read-only": args.cache_read_only}
+    cache = {"backend": args.cache_backend, "remote": args.cache_remote, "read-only": args.cache_read_only,
+             "dist-scheduler": args.dist_scheduler}
     return {"cache": {k: v for k, v in cache.items() if v is not None}} if any(
         v is not None for v in cache.values()) else {}
 
@@ -82,8 +87,23 @@ def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], log: Logger) ->
     options = _options({"cuda": args.cuda}, env, log, quiet=True)
     facts = _facts(options, env)
     diag = doctor.diagnose(options, facts, arch_spec=args.archs or args.arch_set, cuda=args.cuda)
+    if options.compiler_cache.dist_scheduler:
+        diag.verdicts.append(_farm_verdict(options, env))
     print(doctor.report_json(facts, diag) if args.json else doctor.render(facts, diag))
     return 0 if diag.ok else 4
+
+
+def _farm_verdict(options: Any, env: Mapping[str, str]) -> Any:
+    from llama_wheels import compcache, doctor, farm
+    from llama_wheels.smoke import free_port
+
+    launch = compcache.launcher(options.compiler_cache, env)
+    if launch is None:
+        return doctor.Verdict("warn", "build farm", "sccache is not installed", "install the 'sccache' group")
+    st = farm.status(launch, {**env, **farm.client_env(options, env)}, free_port())
+    ok = st.state == "ok" and st.servers > 0
+    return doctor.Verdict("ok" if ok else "warn", "build farm", st.describe(),
+                          "" if ok else "start the scheduler/build servers; builds compile locally meanwhile")
 
 
 def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
@@ -105,6 +125,13 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
             and options.compiler_cache.remote:
         options = dataclasses.replace(options, compiler_cache=dataclasses.replace(options.compiler_cache, remote=""))
     launcher = (compcache.launcher if args.dry_run else compcache.require_launcher)(options.compiler_cache, env)
+    if not args.dry_run:
+        from llama_wheels import farm
+        from llama_wheels.smoke import free_port
+
+        st = farm.check_farm(options, env, launcher, require=args.require_dist, port=free_port(), warn=log.warning)
+        if st is not None and st.state == "ok":
+            log.info(f"build farm: {st.describe()}")
     tk_root = None
     if diag.toolkit.toolkit is not None:
         tk_root = Path(diag.toolkit.toolkit.root)
@@ -254,6 +281,23 @@ def cmd_cache(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     return 0
 
 
+def cmd_farm(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    """Run a farm scheduler or build server in the foreground with a generated config."""
+    from llama_wheels import cmd, farm
+
+    options = _options({}, env, log, quiet=True)
+    if args.command == "farm-scheduler":
+        argv, conf = farm.scheduler_plan(options.cache_dir, env, args.bind)
+    else:
+        argv, conf = farm.server_plan(options.cache_dir, env, args.scheduler, args.public_addr, args.name)
+    log.info(f"config (tokens from the environment, mode 0600): {conf}")
+    if args.dry_run:
+        log.info("dry run: " + " ".join(argv))
+        return 0
+    cmd.run(argv, env={**env, "SCCACHE_NO_DAEMON": "1"})
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="llama-wheels", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -298,6 +342,17 @@ def make_parser() -> argparse.ArgumentParser:
     f.add_argument("--cuda", help="also fetch this PyPI toolkit, e.g. pypi:13.0 (~870 MB)")
     f.add_argument("--extra", action="append", help="extra requirement to fetch (repeatable)")
     f.set_defaults(func=cmd_prefetch)
+
+    fs = sub.add_parser("farm-scheduler", help="run a build-farm scheduler (sccache-dist) with a generated config")
+    fs.add_argument("--bind", default=f"0.0.0.0:{10600}", help="address:port to listen on (clients and servers)")
+    fs.add_argument("--dry-run", action="store_true", help="write the config and print the command, run nothing")
+    fs.set_defaults(func=cmd_farm)
+    fv = sub.add_parser("farm-server", help="run a build-farm build server (sccache-dist, bubblewrap sandboxes)")
+    fv.add_argument("--scheduler", required=True, metavar="URL", help="the scheduler, e.g. http://farm.internal:10600")
+    fv.add_argument("--public-addr", required=True, metavar="HOST:PORT", help="where clients reach this server")
+    fv.add_argument("--name", default="server", help="a name for its work folder (several servers on one host)")
+    fv.add_argument("--dry-run", action="store_true", help="write the config and print the command, run nothing")
+    fv.set_defaults(func=cmd_farm)
 
     cs = sub.add_parser("cache-stats", help="compiler cache: where it is, its size and hit counters")
     cs.set_defaults(func=cmd_cache)

@@ -42,20 +42,33 @@ class CacheStats:
     remote_hits: int = 0
     local_hits: int = 0
     remote_errors: int = 0
+    dist_compiles: dict[str, int] = field(default_factory=dict)  # build server -> compiles it ran (farm.py)
+    dist_errors: int = 0
 
     @property
     def calls(self) -> int:
         return self.hits + self.misses
 
+    @property
+    def farm(self) -> int:
+        return sum(self.dist_compiles.values())
+
     def describe(self) -> str:
         if not self.calls:
             return "-"
         text = f"{self.hits}/{self.calls} ({100 * self.hits / self.calls:.0f}%)"
-        return text + (f", {self.remote_hits} remote" if self.remote_hits else "")
+        text += f", {self.remote_hits} remote" if self.remote_hits else ""
+        if self.dist_compiles or self.dist_errors:
+            text += f"; compiled on the farm {self.farm}, locally {self.misses - self.farm}"
+        return text
 
-    def as_dict(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses, "remote_hits": self.remote_hits,
-                "local_hits": self.local_hits, "remote_errors": self.remote_errors}
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"hits": self.hits, "misses": self.misses, "remote_hits": self.remote_hits,
+                                  "local_hits": self.local_hits, "remote_errors": self.remote_errors}
+        if self.dist_compiles or self.dist_errors:
+            out |= {"farm_compiles": dict(self.dist_compiles), "farm_errors": self.dist_errors,
+                    "local_compiles": self.misses - self.farm}
+        return out
 
 
 def launcher(cache: CompilerCache, env: Mapping[str, str]) -> str | None:
@@ -189,7 +202,9 @@ def parse_sccache_stats(text: str, chained: bool = True) -> CacheStats:
                       local_hits=levels[0]["hits"] if levels else (0 if chained else hits),
                       remote_hits=sum(lv["hits"] for lv in levels[1:]),
                       remote_errors=stats.get("cache_read_errors", 0) + stats.get("cache_timeouts", 0)
-                      + sum(lv.get("write_failures", 0) for lv in levels[1:]))
+                      + sum(lv.get("write_failures", 0) for lv in levels[1:]),
+                      dist_compiles={str(k): int(v) for k, v in (stats.get("dist_compiles") or {}).items()},
+                      dist_errors=int(stats.get("dist_errors") or 0))
 
 
 @dataclass

@@ -50,12 +50,16 @@ DEFAULTS: dict[str, Any] = {
     "arch-sets": {"universal": "86;89;120", "ampere": "86", "ada": "89", "hopper": "90", "blackwell": "120"},
     "variants": {"default": {"extras": []}, "server": {"extras": ["server"]}},
     # The compiler cache: a local dir per runner, optionally a remote shared by a fleet.
-    "cache": {"backend": "ccache", "local-dir": "", "size": "10G", "remote": "", "read-only": False},
+    "cache": {"backend": "ccache", "local-dir": "", "size": "10G", "remote": "", "read-only": False,
+              "dist-scheduler": ""},
 }
-CACHE_KEYS: dict[str, type] = {"backend": str, "local-dir": str, "size": str, "remote": str, "read-only": bool}
+CACHE_KEYS: dict[str, type] = {"backend": str, "local-dir": str, "size": str, "remote": str, "read-only": bool,
+                               "dist-scheduler": str}
 SCALAR_KEYS = tuple(k for k, v in DEFAULTS.items() if not isinstance(v, dict))
 #: Environment variables with our prefix that are not options.
-ENV_NON_OPTIONS = frozenset({"LLAMA_WHEELS_DEBUG", "LLAMA_WHEELS_ROOT"})
+ENV_NON_OPTIONS = frozenset({"LLAMA_WHEELS_DEBUG", "LLAMA_WHEELS_ROOT",
+                             # build farm secrets: read from the environment only, never from a file of ours
+                             "LLAMA_WHEELS_DIST_TOKEN", "LLAMA_WHEELS_DIST_SERVER_TOKEN"})
 VARIANT_KEYS = frozenset({"extras", "cmake-args"})
 _CUDA_RE = re.compile(r"^(auto|system|pypi:\d+\.\d+)$")
 
@@ -79,6 +83,7 @@ class CompilerCache:
     size: str
     remote: str
     read_only: bool
+    dist_scheduler: str = ""  # sccache-dist scheduler URL: compile on a build farm (farm.py)
 
     @property
     def remote_display(self) -> str:
@@ -131,7 +136,9 @@ class Options:
             ("variants", ", ".join(f"{v.name}[{','.join(v.extras)}]" if v.extras else v.name for v in self.variants)),
             ("cache", f"{self.compiler_cache.backend} at {self.compiler_cache.local_dir} ({self.compiler_cache.size}), "
                       f"remote {self.compiler_cache.remote_display}"
-                      + (" read-only" if self.compiler_cache.read_only else "")),
+                      + (" read-only" if self.compiler_cache.read_only else "")
+                      + (f", farm {redact(self.compiler_cache.dist_scheduler)}" if self.compiler_cache.dist_scheduler
+                         else "")),
         ]
         return [f"  {k:<17} {v}  ({self.origin.get(k, 'default')})" for k, v in rows]
 
@@ -347,8 +354,17 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
         check_remote_url(str(cache["backend"]), remote)
     cache_root = path_opt("cache-dir", Path(platformdirs.user_cache_dir("llama-wheels", appauthor=False)))
     local = Path(str(cache["local-dir"])).expanduser() if cache["local-dir"] else cache_root / "ccache"
+    scheduler = str(cache["dist-scheduler"])
+    if scheduler:
+        if cache["backend"] != "sccache":
+            raise ConfigError(f"dist-scheduler is set, but the cache backend is '{cache['backend']}'",
+                              'a build farm is sccache-dist: set [tool.llama-wheels.cache] backend = "sccache" '
+                              "(or LLAMA_WHEELS_CACHE_BACKEND=sccache)")
+        if urlsplit(scheduler).scheme not in ("http", "https") or not urlsplit(scheduler).hostname:
+            raise ConfigError(f"dist-scheduler '{redact(scheduler)}' is not an http(s) URL",
+                              "write it like https://farm.internal:10600")
     compiler_cache = CompilerCache(str(cache["backend"]), local if local.is_absolute() else root / local,
-                                   str(cache["size"]), remote, bool(cache["read-only"]))
+                                   str(cache["size"]), remote, bool(cache["read-only"]), scheduler)
     return Options(
         compiler_cache=compiler_cache,
         project_root=root,

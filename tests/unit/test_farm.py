@@ -1,0 +1,80 @@
+"""Build farm (sccache-dist) configuration, status and statistics, on recorded sccache 0.16 output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from llama_wheels import farm
+from llama_wheels.compcache import parse_sccache_stats
+from llama_wheels.errors import ConfigError, PreflightError
+
+TOOLS = Path(__file__).resolve().parents[1] / "fixtures" / "tools"
+
+
+@pytest.mark.parametrize(("fixture", "state", "servers"), [
+    ("sccache-0.16-dist-status-ok.json", "ok", 2),
+    ("sccache-0.16-dist-status-down.json", "not-connected", 0),
+    ("sccache-0.16-dist-status-disabled.json", "disabled", 0),
+])
+def test_dist_status_parsed(fixture: str, state: str, servers: int) -> None:
+    st = farm.parse_dist_status((TOOLS / fixture).read_text())
+    assert (st.state, st.servers) == (state, servers)
+    if state == "not-connected":
+        assert "not connected" in st.describe() and "127.0.0.1:10600" in st.describe()
+
+
+def test_dist_stats_split_farm_and_local() -> None:
+    stats = parse_sccache_stats((TOOLS / "sccache-0.16-stats-dist.json").read_text(), chained=False)
+    assert stats.dist_compiles == {"127.0.0.1:10502": 3, "127.0.0.1:10501": 3} and stats.farm == 6
+    assert stats.misses == 6 and "compiled on the farm 6, locally 0" in stats.describe()
+    assert stats.as_dict()["farm_compiles"] == {"127.0.0.1:10502": 3, "127.0.0.1:10501": 3}
+    plain = parse_sccache_stats((TOOLS / "sccache-0.16-stats-readonly.json").read_text())
+    assert "farm" not in plain.describe() and "farm_compiles" not in plain.as_dict()
+
+
+def test_configs_are_valid_toml_and_hold_the_tokens(tmp_path: Path) -> None:
+    client = tomllib.loads(farm.client_config("https://farm:10600", 'to"ken', tmp_path / "tc"))
+    assert client["dist"]["scheduler_url"] == "https://farm:10600" and client["dist"]["auth"]["token"] == 'to"ken'
+    sched = tomllib.loads(farm.scheduler_config("0.0.0.0:10600", "c" * 40, "s" * 40))
+    assert sched["client_auth"] == {"type": "token", "token": "c" * 40} and sched["server_auth"]["token"] == "s" * 40
+    server = tomllib.loads(farm.server_config("http://s:10600", "10.0.0.2:10501", "s" * 40, tmp_path, "/usr/bin/bwrap"))
+    assert server["builder"] == {"type": "overlay", "build_dir": str(tmp_path / "build"),
+                                 "bwrap_path": "/usr/bin/bwrap"}
+
+
+def test_client_config_is_private(options, tmp_path: Path) -> None:
+    o = options('[tool.llama-wheels.cache]\nbackend = "sccache"\ndist-scheduler = "http://127.0.0.1:1"\n',
+                env={"LLAMA_WHEELS_CACHE_DIR": str(tmp_path / "c")})
+    env = farm.client_env(o, {farm.TOKEN_ENV: "secret-token"})
+    conf = Path(env["SCCACHE_CONF"])
+    assert oct(conf.stat().st_mode & 0o777) == "0o600" and "secret-token" in conf.read_text()
+    assert "secret" not in "\n".join(o.describe())
+
+
+def test_farm_config_errors(options) -> None:
+    with pytest.raises(ConfigError, match='backend = "sccache"'):
+        options('[tool.llama-wheels.cache]\ndist-scheduler = "http://farm:10600"\n')
+    with pytest.raises(ConfigError, match="not an http"):
+        options('[tool.llama-wheels.cache]\nbackend = "sccache"\ndist-scheduler = "farm:10600"\n')
+    o = options("", env={"LLAMA_WHEELS_CACHE_BACKEND": "sccache", "LLAMA_WHEELS_CACHE_DIST_SCHEDULER": "http://f:1",
+                         "LLAMA_WHEELS_DIST_TOKEN": "x"})
+    assert o.compiler_cache.dist_scheduler == "http://f:1"
+
+
+def test_require_dist_without_a_farm_is_an_error(options) -> None:
+    with pytest.raises(PreflightError, match="no build farm is configured"):
+        farm.check_farm(options(), {}, None, require=True, port=0, warn=print)
+    assert farm.check_farm(options(), {}, None, require=False, port=0, warn=print) is None
+
+
+def test_operator_tokens_required(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="LLAMA_WHEELS_DIST_TOKEN is missing") as e:
+        farm.scheduler_plan(tmp_path, {}, "0.0.0.0:10600")
+    assert "LLAMA_WHEELS_DIST_TOKEN=" in e.value.remedy
+    env = {farm.TOKEN_ENV: "c" * 64, farm.SERVER_TOKEN_ENV: "s" * 64, "PATH": os.environ["PATH"]}
+    argv, conf = farm.scheduler_plan(tmp_path, env, "127.0.0.1:10600")
+    assert argv[1:] == ["scheduler", "--config", str(conf)] and "c" * 64 in conf.read_text()
