@@ -385,9 +385,23 @@ def make_parser() -> argparse.ArgumentParser:
 
     from llama_wheels import bench, smoke
 
-    smoke.add_parser(sub)
-    bench.add_parser(sub)
+    smoke.add_parser(sub).set_defaults(func=cmd_smoke)
+    bench.add_parser(sub).set_defaults(func=cmd_bench)
     return p
+
+
+def cmd_smoke(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    from llama_wheels import smoke
+
+    smoke.run(_options({}, env, log), smoke.request_from_args(args), env, log)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    from llama_wheels import bench
+
+    bench.run(_options({}, env, log), bench.request_from_args(args), env, log)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -223,7 +223,7 @@ class CacheProbe:
 
     def __post_init__(self) -> None:
         if is_sccache(self.launch):
-            from llama_wheels.smoke import free_port
+            from llama_wheels.net import free_port
 
             self.env["SCCACHE_SERVER_PORT"] = str(free_port())
         elif self.launch and self.folder is not None:

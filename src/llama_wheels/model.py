@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from llama_wheels.errors import ModelError
 
@@ -79,20 +80,11 @@ def vocabulary(n_words: int) -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write_llama(path: Path, shape: LlamaShape) -> Path:
-    """Write a random-weight llama GGUF of ``shape``. Same shape and seed, same bytes."""
-    import gguf
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    rng = np.random.default_rng(shape.seed)
-    dt = np.float16 if shape.dtype == "f16" else np.float32
+def write_metadata(w: Any, shape: LlamaShape, name: str, file_type: int) -> None:
+    """The llama hyperparameters and SentencePiece-style vocabulary of ``shape`` (``w``: a gguf.GGUFWriter)."""
     tokens, scores, types = vocabulary(shape.n_vocab_words)
-    n_vocab = len(tokens)
     head_dim = shape.n_embd // shape.n_head
-    w = gguf.GGUFWriter(str(tmp), "llama")
-    w.add_name("llama-wheels smoke model" if shape == SMOKE else "llama-wheels bench model")
+    w.add_name(name)
     w.add_context_length(shape.n_ctx)
     w.add_embedding_length(shape.n_embd)
     w.add_block_count(shape.n_layer)
@@ -101,7 +93,7 @@ def write_llama(path: Path, shape: LlamaShape) -> Path:
     w.add_head_count_kv(shape.n_head_kv)
     w.add_rope_dimension_count(head_dim)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(1 if shape.dtype == "f16" else 0)
+    w.add_file_type(file_type)
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores(scores)
@@ -111,26 +103,39 @@ def write_llama(path: Path, shape: LlamaShape) -> Path:
     w.add_unk_token_id(0)
     w.add_add_bos_token(True)
 
-    def t(name: str, *dims: int, scale: float = 0.02) -> None:
-        w.add_tensor(name, (rng.standard_normal(dims, dtype=np.float32) * scale).astype(dt))
 
-    def ones(name: str, n: int) -> None:
-        w.add_tensor(name, np.ones(n, dtype=np.float32))
-
-    kv = shape.n_head_kv * head_dim
-    t("token_embd.weight", n_vocab, shape.n_embd, scale=1.0)
+def tensor_plan(shape: LlamaShape) -> list[tuple[str, tuple[int, ...], float | None]]:
+    """Every tensor the llama loader expects, in file order: (name, numpy dims, random scale or None for ones)."""
+    n_vocab = 259 + shape.n_vocab_words
+    kv = shape.n_head_kv * (shape.n_embd // shape.n_head)
+    e, f = shape.n_embd, shape.n_ff
+    plan: list[tuple[str, tuple[int, ...], float | None]] = [("token_embd.weight", (n_vocab, e), 1.0)]
     for i in range(shape.n_layer):
-        ones(f"blk.{i}.attn_norm.weight", shape.n_embd)
-        t(f"blk.{i}.attn_q.weight", shape.n_embd, shape.n_embd)
-        t(f"blk.{i}.attn_k.weight", kv, shape.n_embd)
-        t(f"blk.{i}.attn_v.weight", kv, shape.n_embd)
-        t(f"blk.{i}.attn_output.weight", shape.n_embd, shape.n_embd)
-        ones(f"blk.{i}.ffn_norm.weight", shape.n_embd)
-        t(f"blk.{i}.ffn_gate.weight", shape.n_ff, shape.n_embd)
-        t(f"blk.{i}.ffn_up.weight", shape.n_ff, shape.n_embd)
-        t(f"blk.{i}.ffn_down.weight", shape.n_embd, shape.n_ff)
-    ones("output_norm.weight", shape.n_embd)
-    t("output.weight", n_vocab, shape.n_embd, scale=0.5)
+        plan += [(f"blk.{i}.attn_norm.weight", (e,), None), (f"blk.{i}.attn_q.weight", (e, e), 0.02),
+                 (f"blk.{i}.attn_k.weight", (kv, e), 0.02), (f"blk.{i}.attn_v.weight", (kv, e), 0.02),
+                 (f"blk.{i}.attn_output.weight", (e, e), 0.02), (f"blk.{i}.ffn_norm.weight", (e,), None),
+                 (f"blk.{i}.ffn_gate.weight", (f, e), 0.02), (f"blk.{i}.ffn_up.weight", (f, e), 0.02),
+                 (f"blk.{i}.ffn_down.weight", (e, f), 0.02)]
+    return [*plan, ("output_norm.weight", (e,), None), ("output.weight", (n_vocab, e), 0.5)]
+
+
+def write_llama(path: Path, shape: LlamaShape) -> Path:
+    """Write a random-weight llama GGUF of ``shape``. Same shape and seed, same bytes."""
+    import gguf
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    rng = np.random.default_rng(shape.seed)
+    dt = np.float16 if shape.dtype == "f16" else np.float32
+    w = gguf.GGUFWriter(str(tmp), "llama")
+    write_metadata(w, shape, "llama-wheels smoke model" if shape == SMOKE else "llama-wheels bench model",
+                   1 if shape.dtype == "f16" else 0)
+    for name, dims, scale in tensor_plan(shape):
+        if scale is None:  # a norm: ones
+            w.add_tensor(name, np.ones(dims, dtype=np.float32))
+        else:
+            w.add_tensor(name, (rng.standard_normal(dims, dtype=np.float32) * scale).astype(dt))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

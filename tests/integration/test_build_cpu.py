@@ -91,7 +91,7 @@ def test_slim_and_stock_give_the_same_tokens(cpu_build: Path, lw_env: dict[str, 
     stock = next((work / "build" / "staging" / "cpu" / "raw").glob("*.whl"))
     assert stock.stat().st_size > 4 * cpu_build.stat().st_size
     from llama_wheels.model import cached_model
-    from llama_wheels.smoke import PROBE
+    from llama_wheels.smoke.probe import PROBE
 
     model = cached_model(_cache_dir())
     tokens = []

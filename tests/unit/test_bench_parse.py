@@ -16,7 +16,8 @@ def test_llama_bench_json() -> None:
 
 
 def test_stats_and_archs() -> None:
-    assert stats([1.0, 3.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert stats([1.0, 3.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3, "spread": 1.0}
+    assert stats([100.0, 104.0, 102.0])["spread"] == 0.039
     info = "CUDA : ARCHS = 860,890,1200 | USE_GRAPHS = 1 | CPU : AVX2 = 1"
     assert parse_archs_line(info) == [860, 890, 1200]
     assert parse_archs_line("CPU : AVX2 = 1") == []

@@ -49,7 +49,7 @@ def test_every_capability_native_ptx_and_none(gpu: int) -> None:
 
 
 def test_manifest_free_wheel_uses_reported_archs() -> None:
-    from llama_wheels.smoke import entry_arch_set
+    from llama_wheels.smoke.targets import entry_arch_set
 
     s = entry_arch_set({}, [860, 1200])
     assert s is not None and s.sass == ("sm_86", "sm_120a")
@@ -60,7 +60,8 @@ def test_manifest_free_wheel_uses_reported_archs() -> None:
 def test_gpu_selection_and_runs(fixture_text) -> None:
     from llama_wheels.detect import parse_nvidia_smi_csv
     from llama_wheels.errors import ConfigError
-    from llama_wheels.smoke import gpu_runs, select_gpus
+    from llama_wheels.smoke.splits import plan_runs
+    from llama_wheels.smoke.targets import select_gpus
 
     gpus = parse_nvidia_smi_csv(fixture_text("nvidia-smi-query-mixed.csv"))  # sm_86 + sm_90
     assert [g.index for g in select_gpus("all", gpus)] == [0, 1]
@@ -70,12 +71,14 @@ def test_gpu_selection_and_runs(fixture_text) -> None:
         with pytest.raises(ConfigError) as e:
             select_gpus(bad, gpus)
         assert fragment in e.value.one_line()
-    runs = gpu_runs(gpus)
+    runs = plan_runs(gpus, None)  # not probed: every mode is tried, the loader decides
     assert [(r.name, r.visible, r.split_mode, r.tensor_split) for r in runs] == [
         ("GPU 0", "0", None, None), ("GPU 1", "1", None, None),
-        ("split by layer over GPUs 0,1", "0,1", 1, (1.0, 1.0)), ("split by row over GPUs 0,1", "0,1", 2, (1.0, 1.0))]
+        ("split by layer over GPUs 0,1", "0,1", 1, (1.0, 1.0)), ("split by row over GPUs 0,1", "0,1", 2, (1.0, 1.0)),
+        ("split by tensor over GPUs 0,1, internal AllReduce", "0,1", 3, (1.0, 1.0)),
+        ("split by tensor over GPUs 0,1, NCCL", "0,1", 3, (1.0, 1.0))]
     h100 = parse_nvidia_smi_csv(fixture_text("nvidia-smi-query-h100.csv"))
-    assert [(r.name, r.visible) for r in gpu_runs(h100)] == [("GPU 0", "0")]  # one card: no split runs
+    assert [(r.name, r.visible) for r in plan_runs(h100, None)] == [("GPU 0", "0")]  # one card: no split runs
 
 
 def test_mixed_machine_gets_a_verdict_per_card(fixture_text) -> None:

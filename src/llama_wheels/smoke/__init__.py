@@ -1,0 +1,125 @@
+"""``nox -s smoke``: install each wheel from the wheelhouse into a fresh venv and prove it works.
+
+Checks, each in its own process: import and GPU offload support; arch coverage of every GPU present
+(native / PTX JIT / cannot run; a wheel that cannot run is refused before any model loads); full
+offload with every layer on the GPU, per card and then for each split mode the wheel offers over all
+cards (a mode this llama.cpp build does not offer is a skip with the reason); GPU vs CPU agreement; and
+the OpenAI-compatible server on a free loopback port, streaming included, with nothing left running
+afterwards. Without a GPU, the GPU checks are skipped unless --require-gpu.
+
+Modules: ``wheelenv`` (the venv of the wheel under test, shared with bench), ``probe`` (one check in its own
+process), ``targets`` (wheels and GPUs), ``splits`` (split modes: offered, planned, refused), ``checks``,
+``agreement`` (GPU vs CPU numerics), ``server``, ``report``, ``wheel`` (the order of the checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llama_wheels.clean import owned_subdir
+from llama_wheels.config import Options
+from llama_wheels.detect import find_gpus, find_pythons
+from llama_wheels.errors import ConfigError, FatalError, SmokeFailed
+from llama_wheels.log import Logger
+from llama_wheels.net import port_in_use
+from llama_wheels.smoke.report import Check, SmokeReport, summary_rows, write_reports
+from llama_wheels.smoke.targets import select_gpus, select_wheels
+from llama_wheels.smoke.wheel import SmokeSetup, smoke_wheel
+from llama_wheels.wheels import verify
+
+__all__ = ["SmokeReport", "SmokeRequest", "add_parser", "find_python", "request_from_args", "resolve_model", "run"]
+
+
+@dataclass(frozen=True)
+class SmokeRequest:
+    wheel: str | None = None  # one wheel file; else every wheel (or one --flavour) of the wheelhouse
+    flavour: str | None = None
+    model: Path | None = None  # None: the small model llama-wheels writes
+    require_gpu: bool = False
+    port: int | None = None  # None: a free one
+    gpus: str = "all"  # "all" or nvidia-smi indices "0,1"
+
+
+def request_from_args(args: argparse.Namespace) -> SmokeRequest:
+    return SmokeRequest(wheel=args.wheel, flavour=args.flavour, model=Path(args.model) if args.model else None,
+                        require_gpu=args.require_gpu, port=args.port, gpus=args.gpus)
+
+
+def resolve_model(model: Path | None, cache_dir: Path, log: Logger) -> Path:
+    from llama_wheels.model import cached_model, validate
+
+    if model is None:
+        with log.step("smoke model (written with gguf, cached)"):
+            model = cached_model(cache_dir)
+    validate(model)
+    log.info(f"model: {model}")
+    return model
+
+
+def find_python(options: Options, env: Mapping[str, str]) -> str:
+    python = find_pythons([options.python], env, os.name == "nt").get(options.python)
+    if python is None:
+        raise ConfigError(f"Python {options.python} was not found for the wheel's venv",
+                          f"install Python {options.python} or set LLAMA_WHEELS_PYTHON")
+    return python
+
+
+def run(options: Options, request: SmokeRequest, env: Mapping[str, str], log: Logger) -> list[SmokeReport]:
+    """Smoke every selected wheel; reports go to wheelhouse/reports. Raises SmokeFailed if any check failed."""
+    targets = select_wheels(options.wheelhouse, request.wheel, request.flavour)
+    model = resolve_model(request.model, options.cache_dir, log)
+    if request.port and port_in_use(request.port):
+        raise ConfigError(f"port {request.port} is already in use", "pass another --port, or omit it for a free one")
+    _, _, present = find_gpus(env)
+    gpus = select_gpus(request.gpus, present)
+    log.info("GPUs: " + (", ".join(f"{g.index}: {g.name} sm_{g.compute_cap}" for g in gpus) or "none")
+             + (f" (selected from {len(present)})" if len(gpus) != len(present) else ""))
+    setup = SmokeSetup(owned_subdir(options.build_dir, "smoke"), options.build_dir, model, find_python(options, env),
+                       gpus, request.require_gpu, request.port, dict(env))
+    reports = [_smoke_and_report(wheel, entry, setup, options.wheelhouse / "reports", env, log)
+               for wheel, entry in targets]
+    log.table("smoke summary", ["flavour", "result", "passed", "failed", "skipped/warned"], summary_rows(reports))
+    bad = [r for r in reports if not r.ok]
+    if bad:
+        first = next(c for c in bad[0].checks if c.status == "fail")
+        raise SmokeFailed(f"smoke failed for {bad[0].flavour}: {first.name}: {first.detail.splitlines()[0]}",
+                          f"see wheelhouse/reports/smoke-{bad[0].flavour}.md")
+    return reports
+
+
+def _smoke_and_report(wheel: Path, entry: dict[str, Any], setup: SmokeSetup, folder: Path, env: Mapping[str, str],
+                      log: Logger) -> SmokeReport:
+    with log.step(f"smoke {wheel.parent.name}"):
+        try:
+            verify(wheel, entry.get("sha256"))  # RECORD and the manifest's sha256, before any install
+            rep = smoke_wheel(wheel, entry, setup, log)
+        except FatalError as exc:
+            rep = SmokeReport(wheel.parent.name, wheel.name, checks=[Check("smoke", "fail", exc.one_line())])
+            log.error(exc.one_line())
+    _, md = write_reports(folder, rep)
+    summary = env.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with Path(summary).open("a", encoding="utf-8") as f:
+            f.write(md.read_text() + "\n")
+    return rep
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``smoke`` subcommand's arguments; the caller sets its handler."""
+    s: argparse.ArgumentParser = sub.add_parser(
+        "smoke", help="install from the wheelhouse into fresh venvs and prove each wheel works")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--wheel", help="one wheel file")
+    g.add_argument("--flavour", help="one flavour folder of the wheelhouse, e.g. cu130-sm90")
+    s.add_argument("--model", help="a GGUF model (default: a small one written by llama-wheels)")
+    s.add_argument("--require-gpu", action="store_true", help="a missing GPU is a failure, not a skip")
+    s.add_argument("--offline", action="store_true", help="install only from local folders (always the case)")
+    s.add_argument("--port", type=int, help="server port (default: a free one)")
+    s.add_argument("--gpus", default="all", help="all, or nvidia-smi indices like 0,1: checks run per card, "
+                                                 "then each split mode over all of them")
+    return s
