@@ -312,25 +312,25 @@ def check_bench_highlevel(args):
             returned.append(_tps(len(toks), t1 - t0))
         return _tps(len(toks), time.perf_counter() - t0)
 
-    def tg(n):
+    def tg(n):  # a generation loop reads each token's logits, so it waits for each token: synchronize
         llm.reset()
         toks = [rng.randrange(n_vocab) for _ in range(n)]
         t0 = time.perf_counter()
         for tok in toks:
             llm.eval([tok])
-        L.llama_synchronize(ctx)
+            L.llama_synchronize(ctx)
         return _tps(n, time.perf_counter() - t0)
 
-    def eval_only(n):  # what Llama.eval itself asks of llama.cpp, without our synchronize
+    def eval_only(n, batch):  # what Llama.eval itself asks of llama.cpp, without our synchronize
         llm.reset()
         toks = [rng.randrange(n_vocab) for _ in range(n)]
-        return Counter().run(lambda: llm.eval(toks))
+        return Counter().run(lambda: llm.eval(toks) if batch else [llm.eval([t]) for t in toks])
 
     pp()
     tg(1)
     returned = []
     pps = [pp(returned) for _ in range(args["reps"])]
-    counts = {"pp": eval_only(args["n_prompt"]), "tg": Counter().run(lambda: tg(args["n_gen"]))}
+    counts = {"pp": eval_only(args["n_prompt"], True), "tg": eval_only(args["n_gen"], False)}
     return {"pp": pps, "tg": [tg(args["n_gen"]) for _ in range(args["reps"])], "pp_returned": returned,
             "counts": counts}
 
