@@ -117,9 +117,19 @@ def stats(values: Sequence[float]) -> dict[str, float]:
 
 
 def parse_llama_bench(text: str) -> dict[str, list[float]]:
-    """``llama-bench -o json``: a list of tests, each with n_prompt, n_gen and samples_ts."""
-    start = text.index("[")
-    data = json.loads(text[start:text.rindex("]") + 1])
+    """``llama-bench -o json``: a list of tests, each with n_prompt, n_gen and samples_ts. The output may hold
+    the loader's log too (a ``[`` in a log line is not the start): the first line-initial ``[`` that decodes
+    to a list of tests is."""
+    decoder = json.JSONDecoder()
+    for m in re.finditer(r"^\[", text, re.M):
+        try:
+            data, _ = decoder.raw_decode(text, m.start())
+        except ValueError:
+            continue
+        if isinstance(data, list) and all(isinstance(t, dict) and "n_prompt" in t for t in data):
+            break
+    else:
+        raise ValueError("no llama-bench JSON in the output")
     out: dict[str, list[float]] = {"pp": [], "tg": []}
     for test in data:
         key = "pp" if test["n_prompt"] > 0 and test["n_gen"] == 0 else "tg"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from llama_wheels.bench import parse_llama_bench, stats
 from llama_wheels.build import parse_archs_line
 from llama_wheels.compcache import delta as stats_delta
@@ -13,6 +15,11 @@ LLAMA_BENCH_JSON = """[
 
 def test_llama_bench_json() -> None:
     assert parse_llama_bench("log line\n" + LLAMA_BENCH_JSON) == {"pp": [37900.0, 38100.0], "tg": [834.0, 835.4]}
+    noisy = ("[CUDA0] a log line with a bracket\n[not json\nNCCL not compiled in; falling back to internal AllReduce.\n"
+             + LLAMA_BENCH_JSON + "\n[trailing]")
+    assert parse_llama_bench(noisy)["tg"] == [834.0, 835.4]
+    with pytest.raises(ValueError, match="no llama-bench JSON"):
+        parse_llama_bench("[1, 2]\nllama_model_load: error loading model\n")
 
 
 def test_stats_and_archs() -> None:
