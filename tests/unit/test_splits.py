@@ -111,6 +111,10 @@ def test_first_error_line_is_the_cause() -> None:
         "llama_model_load: error loading model: device CUDA0 does not support split buffers")
     assert llama_reason(log("tensor-offered.log")) is None
     assert llama_reason("") is None
+    # ggml_abort's format (ggml/src/ggml.c): "file:line: message", here a GGML_ASSERT
+    crash = ("load_tensors: offloaded 5/5 layers to GPU\n"
+             "/b/ggml/src/ggml-backend-meta.cpp:812: GGML_ASSERT(n > 0) failed\n")
+    assert llama_reason(crash) == "/b/ggml/src/ggml-backend-meta.cpp:812: GGML_ASSERT(n > 0) failed"
 
 
 @pytest.mark.parametrize(("text", "note"), [

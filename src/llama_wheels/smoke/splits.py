@@ -99,6 +99,7 @@ _REFUSED = (
     re.compile(r"^.*LLAMA_SPLIT_MODE_TENSOR not implemented for architecture '[^']*'.*$", re.M),  # llama-model.cpp
     re.compile(r"^.*LLAMA_SPLIT_MODE_TENSOR needs >= 1 devices.*$", re.M),  # src/llama.cpp
 )
+_ABORT = re.compile(r"^\S+:\d+: .*$", re.M)  # ggml_abort (ggml/src/ggml.c) prints "file:line: message"
 _LLAMA_ERROR = re.compile(r"^(?:llama|ggml|load|init)\w*: .*(?:error|requires|failed|not supported|cannot).*$",
                           re.M | re.I)
 _ALLREDUCE = (
@@ -123,7 +124,10 @@ def llama_reason(output: str) -> str | None:
     flash_attn to be enabled``): its own reason when a context or model could not be made. The first,
     because the loader follows the cause with a generic "failed to load model"."""
     m = _LLAMA_ERROR.search(output)
-    return m[0].strip() if m else None
+    if m:
+        return m[0].strip()
+    aborted = [a for a in _ABORT.findall(output) if "GGML_ASSERT" in a or "ggml" in a.lower()]
+    return aborted[0].strip() if aborted else None
 
 
 def allreduce_note(output: str) -> str | None:
