@@ -296,7 +296,7 @@ def check_bench_highlevel(args):
     kw = {} if args["flash_attn"] == "default" else {"flash_attn": args["flash_attn"] == "on"}
     kw.update({k: args[k] for k in ("split_mode", "tensor_split", "type_k", "type_v") if args.get(k) is not None})
     llm = Llama(model_path=args["model"], n_gpu_layers=args["ngl"], n_ctx=args["n_prompt"] + args["n_gen"],
-                n_threads=args["threads"], n_threads_batch=args["threads"], swa_full=False, verbose=False, **kw)
+                n_threads=args["threads"], n_threads_batch=args["threads"], swa_full=False, verbose=True, **kw)
     rng = random.Random(42)
     n_vocab = llm.n_vocab()
     ctx = llm._ctx.ctx

@@ -44,7 +44,7 @@ from llama_wheels.smoke.wheelenv import WheelEnv, install
 KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
 #: The types CUDA flash attention can be compiled for (``FA_TYPES`` in ggml/cmake/common.cmake).
 FA_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "bf16", "f16")
-MODELS = ("1b", "8b")
+UNQUANTIZED = ("f32", "f16", "bf16")  # a quantized V cache needs flash attention (src/llama-context.cpp)
 SPREAD_LIMIT = 0.10
 
 
@@ -250,6 +250,10 @@ def measure_case(setup: BenchSetup, case: BenchCase, rounds: int, highlevel: boo
     if highlevel:
         with log.step(f"{case.name}: wheel, high-level Llama.eval (matched settings, then Llama() defaults)"):
             for runner, fa in (("wheel_highlevel", "on"), ("wheel_defaults", "default")):
+                if fa == "default" and setup.ctv not in UNQUANTIZED:
+                    evidence[runner] = {"skipped": f"V cache {setup.ctv} needs flash attention, which Llama() "
+                                        "leaves off (llama.cpp refuses the context)"}
+                    continue
                 res = _wheel_run(setup, "bench_highlevel", case, fa)
                 add(runner, {"pp": res["pp"], "tg": res["tg"]})
                 evidence[runner] = {"counts": res["counts"], "pp_returned": stats(res["pp_returned"])}

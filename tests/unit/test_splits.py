@@ -93,6 +93,9 @@ def test_loader_refusals_are_skips_with_llama_cpp_words() -> None:
     tensor = GpuRun("split by tensor over GPUs 0,1, NCCL", "0,1", 3, (1.0, 1.0))
     c = failed_run(tensor.name, tensor, log("tensor-arch-refused.log"), "exit code 1: ...")
     assert c.status == "skip" and "not implemented for architecture 'gemma3n'" in c.detail
+    c = failed_run(tensor.name, tensor, log("tensor-no-devices-cpu.log"), "exit code 1: ...")  # recorded here
+    assert c.status == "skip"
+    assert c.detail.endswith("llama.cpp says 'llama_prepare_model_devices: LLAMA_SPLIT_MODE_TENSOR needs >= 1 devices'")
 
 
 def test_context_failure_is_a_failure_with_llama_cpp_reason() -> None:
