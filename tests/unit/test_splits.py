@@ -129,3 +129,18 @@ def test_first_error_line_is_the_cause() -> None:
 def test_allreduce_note(text: str, note: str | None) -> None:
     assert allreduce_note(text) == note
     assert allreduce_note(log("tensor-offered.log")) == "internal (NCCL not compiled in)"
+
+
+def test_probe_turns_flash_attention_on_for_tensor_mode() -> None:
+    """llama.cpp refuses a tensor-split context without flash attention; Llama()'s default asks for none."""
+    import importlib.util
+
+    from llama_wheels.smoke.probe import PROBE
+
+    spec = importlib.util.spec_from_file_location("probe_script", PROBE)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script._model_kwargs({"split_mode": 3, "tensor_split": [1.0, 1.0]}) == {
+        "split_mode": 3, "tensor_split": [1.0, 1.0], "flash_attn": True}
+    assert script._model_kwargs({"split_mode": 1, "tensor_split": None, "main_gpu": None}) == {"split_mode": 1}
