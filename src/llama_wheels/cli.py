@@ -95,7 +95,7 @@ def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], log: Logger) ->
 
 def _farm_verdict(options: Any, env: Mapping[str, str]) -> Any:
     from llama_wheels import compcache, doctor, farm
-    from llama_wheels.smoke import free_port
+    from llama_wheels.net import free_port
 
     launch = compcache.launcher(options.compiler_cache, env)
     if launch is None:
@@ -127,7 +127,7 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     launcher = (compcache.launcher if args.dry_run else compcache.require_launcher)(options.compiler_cache, env)
     if not args.dry_run:
         from llama_wheels import farm
-        from llama_wheels.smoke import free_port
+        from llama_wheels.net import free_port
 
         st = farm.check_farm(options, env, launcher, require=args.require_dist, port=free_port(), warn=log.warning)
         if st is not None and st.state == "ok":
