@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.utils import parse_wheel_filename
+
 from llama_wheels import cmd, compcache, farm, fatbin, manifest, sdist, toolkit, wheels, windows
 from llama_wheels.clean import in_use, owned_subdir, remove_tree_within
 from llama_wheels.compcache import CacheStats
@@ -86,7 +88,10 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
         requires: list[str] = []
         if step.arch_set is not None and step.toolkit.version:
             tk_lib = step.toolkit_root / "lib" if step.toolkit_root else None
-            requires = wheels.apply_runtime(root, step.cuda_runtime, step.toolkit.version[0], toolkit_lib=tk_lib)
+            requires = wheels.apply_runtime(root, step.cuda_runtime, step.toolkit.version[0], toolkit_lib=tk_lib,
+                                            nccl_lib=step.nccl_root / "lib" if step.nccl_root else None)
+        else:
+            wheels.local_runpaths(root)
         problems = wheels.elf_closure_problems(root)
         if problems:
             raise BuildFailed(f"slimming broke library links: {problems[0]}", "report this with the build log")
@@ -107,7 +112,12 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
         final_staged = wheels.pack(root, staging / "final")
         if step.windows and step.cuda_runtime == "bundle" and step.toolkit_root is not None:
             final_staged = windows.bundle(final_staged, staging / "bundled", step.toolkit_root, env)
-    report = wheels.check_wheel(final_staged, cuda_runtime=step.cuda_runtime if step.arch_set else None)
+        if not step.windows:
+            final_staged, tag = wheels.manylinux_tag(final_staged, cuda_runtime=step.cuda_runtime
+                                                     if step.arch_set else None, nccl=step.host.nccl)
+            log.info(f"platform tag {tag.tag} (auditwheel: {tag.why})")
+    report = wheels.check_wheel(final_staged, cuda_runtime=step.cuda_runtime if step.arch_set else None,
+                                nccl=step.host.nccl)
     if not report.ok:
         raise BuildFailed(f"wheel check failed for {final_staged.name}: {report.problems[0]}",
                           "see nox -s check_wheels")
@@ -125,6 +135,9 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
         "cuda": ".".join(map(str, step.toolkit.version)) if step.toolkit.version else None,
         "toolkit": step.toolkit.why, "cuda_runtime": step.cuda_runtime, "requires_added": requires,
         "host_compiler": _compiler_id(env), "cmake_args": list(step.cmake_args),
+        "host_options": step.host.manifest(), "platform_tag": sorted(
+            t.platform for t in parse_wheel_filename(final_staged.name)[3])[0],
+        "glibc": _glibc_floor(final_staged.name),
         "build_seconds": round(result.seconds, 1), "cpu_seconds": round(result.cpu_seconds, 1),
         "cache": result.cache.as_dict(),
         "slim": {"dropped": slim.dropped, "deduplicated": slim.deduplicated, "renamed": slim.renamed},
@@ -137,6 +150,12 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
     log.info(f"{final.name}: {fmt_bytes(report.size)} (stock {fmt_bytes(stock_size)}), "
              f"{fmt_seconds(result.seconds)}, cache {result.cache.describe()}")
     return result
+
+
+def _glibc_floor(filename: str) -> str | None:
+    """manylinux_2_28_x86_64 -> "2.28" (the oldest glibc the wheel runs on)."""
+    m = re.search(r"-manylinux_(\d+)_(\d+)_", filename)
+    return f"{m[1]}.{m[2]}" if m else None
 
 
 def _cuobjdump(step: BuildStep, env: Mapping[str, str]) -> str | None:
@@ -231,6 +250,20 @@ def _execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[
                 root = toolkit.install_pypi_toolkit(options.cache_dir, v, find_links=offline_wheels(options)
                                                     if offline else None, env=dict(base_env))
                 log.info(f"toolkit ready at {root}")
+        for major in sorted({s.toolkit.version[0] for s in steps if s.nccl_root and s.toolkit.version}):
+            with log.step(f"NCCL for CUDA {major} from PyPI"):
+                root = toolkit.install_nccl(options.cache_dir, major, find_links=offline_wheels(options)
+                                            if offline else None, env=dict(base_env))
+                log.info(f"NCCL ready at {root}")
+        for step in steps:
+            if step.driver_stub is not None:
+                if step.toolkit_root is None:
+                    raise BuildFailed("a VMM build needs the toolkit's cuda.h for its libcuda link stub",
+                                      "pass --cuda pypi:13.0 or a system toolkit, or set ggml option vmm = false")
+                with log.step("libcuda link stub (VMM) from cuda.h"):
+                    stub = toolkit.make_driver_stub(step.toolkit_root, step.driver_stub, dict(base_env))
+                    log.info(f"{stub}: SONAME libcuda.so.1, link-time only")
+                break
         for step in steps:
             try:
                 with manifest.flavour_lock(options.wheelhouse, step.flavour, say=log.info):

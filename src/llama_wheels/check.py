@@ -32,7 +32,8 @@ def run(options: Options, paths: list[Path], log: Logger) -> int:
         except ValueError:
             key = w.name
         entry = entries.get(key, {})
-        rep = check_wheel(w, cuda_runtime=entry.get("cuda_runtime") if entry.get("archs") else None)
+        rep = check_wheel(w, cuda_runtime=entry.get("cuda_runtime") if entry.get("archs") else None,
+                          nccl=entry.get("host_options", {}).get("GGML_CUDA_NCCL") == "ON")
         if entry and entry.get("sha256") != rep.sha256:
             rep.problems.append(f"sha256 {rep.sha256} differs from manifest.json's {entry.get('sha256')} "
                                 "(the file changed after the build)")

@@ -107,7 +107,7 @@ def _farm_verdict(options: Any, env: Mapping[str, str]) -> Any:
 
 
 def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    from llama_wheels import build, doctor, plan, toolkit
+    from llama_wheels import build, doctor, plan
 
     options = _options({"cuda": args.cuda, "cuda-runtime": args.cuda_runtime, **cache_cli(args)}, env, log)
     for v in args.variant or []:
@@ -132,14 +132,9 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
         st = farm.check_farm(options, env, launcher, require=args.require_dist, port=free_port(), warn=log.warning)
         if st is not None and st.state == "ok":
             log.info(f"build farm: {st.describe()}")
-    tk_root = None
-    if diag.toolkit.toolkit is not None:
-        tk_root = Path(diag.toolkit.toolkit.root)
-    elif diag.toolkit.version is not None:
-        tk_root = toolkit.pypi_root(options.cache_dir, diag.toolkit.version)
-    no_vmm = not args.cpu and not toolkit.has_linkable_libcuda(tk_root)
+    # No host probing here: VMM, NCCL and the other host-decided ggml options come from the config (policy).
     steps = plan.make_plan(options, arch_set=None if args.cpu else diag.arch_set, toolkit=diag.toolkit,
-                           variants=args.variant, launcher=launcher, no_vmm=no_vmm, jobs=args.jobs,
+                           variants=args.variant, launcher=launcher, jobs=args.jobs,
                            cuda_runtime=args.cuda_runtime, windows=os.name == "nt")
     log.info(f"plan: {len(steps)} compile(s) for {sum(len(s.variants) for s in steps)} variant(s)"
              + ("" if launcher else " (no compiler cache found)"))
@@ -239,7 +234,7 @@ def cmd_cibuildwheel(args: argparse.Namespace, env: Mapping[str, str], log: Logg
     arch_set = parse_arch_set(spec, options.arch_sets, ptx=options.ptx)
     choice = doctor.ToolkitChoice("system", (13, 0), None, "the CUDA image's toolkit")
     (step,) = plan.make_plan(options, arch_set=arch_set, toolkit=choice, variants=["default"], launcher=None,
-                             no_vmm=False, cuda_runtime="system")
+                             cuda_runtime="system")
     src = sdist.extract(build.resolve_source(options, args.offline, env), owned_subdir(options.build_dir, "src"))
     out = options.wheelhouse / f"cibw-{step.flavour}"
     cibw_env = {**env, "CMAKE_ARGS": step.env["CMAKE_ARGS"], "CIBW_PLATFORM": args.platform}

@@ -52,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     # The compiler cache: a local dir per runner, optionally a remote shared by a fleet.
     "cache": {"backend": "ccache", "local-dir": "", "size": "10G", "remote": "", "read-only": False,
               "dist-scheduler": ""},
+    # ggml options llama.cpp would decide by looking at the build host (policy.HOST_OPTIONS); empty = ours.
+    "ggml": {},
 }
 CACHE_KEYS: dict[str, type] = {"backend": str, "local-dir": str, "size": str, "remote": str, "read-only": bool,
                                "dist-scheduler": str}
@@ -60,7 +62,7 @@ SCALAR_KEYS = tuple(k for k, v in DEFAULTS.items() if not isinstance(v, dict))
 ENV_NON_OPTIONS = frozenset({"LLAMA_WHEELS_DEBUG", "LLAMA_WHEELS_ROOT",
                              # build farm secrets: read from the environment only, never from a file of ours
                              "LLAMA_WHEELS_DIST_TOKEN", "LLAMA_WHEELS_DIST_SERVER_TOKEN"})
-VARIANT_KEYS = frozenset({"extras", "cmake-args"})
+VARIANT_KEYS = frozenset({"extras", "cmake-args", "ggml"})
 _CUDA_RE = re.compile(r"^(auto|system|pypi:\d+\.\d+)$")
 
 
@@ -71,6 +73,7 @@ class Variant:
     name: str
     extras: tuple[str, ...] = ()
     cmake_args: tuple[str, ...] = ()
+    ggml: Mapping[str, bool | str] = field(default_factory=lambda: MappingProxyType({}))  # policy.HOST_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class Options:
     prefetch_dir: Path
     cmake_args: tuple[str, ...]
     compiler_cache: CompilerCache = field(default_factory=lambda: CompilerCache("none", Path(), "", "", False))
+    ggml: Mapping[str, bool | str] = field(default_factory=lambda: MappingProxyType({}))  # policy.HOST_OPTIONS
     origin: Mapping[str, str] = field(default_factory=dict)  # key -> "default" | "pyproject" | "env" | "cli"
 
     def variant(self, name: str) -> Variant:
@@ -134,6 +138,7 @@ class Options:
             ("prefetch-dir", str(self.prefetch_dir)), ("cmake-args", shlex.join(self.cmake_args) or "(none)"),
             ("arch-sets", ", ".join(f"{k}={v}" for k, v in self.arch_sets.items())),
             ("variants", ", ".join(f"{v.name}[{','.join(v.extras)}]" if v.extras else v.name for v in self.variants)),
+            ("ggml", ", ".join(f"{k}={v}" for k, v in self.ggml.items()) or "(llama-wheels defaults)"),
             ("cache", f"{self.compiler_cache.backend} at {self.compiler_cache.local_dir} ({self.compiler_cache.size}), "
                       f"remote {self.compiler_cache.remote_display}"
                       + (" read-only" if self.compiler_cache.read_only else "")
@@ -193,6 +198,17 @@ def _check_table(table: Mapping[str, Any], where: str) -> None:
             if k not in VARIANT_KEYS:
                 raise ConfigError(f"unknown key '{k}' in [{TABLE}.variants.{name}] ({where})",
                                   _did_you_mean(k, sorted(VARIANT_KEYS)))
+        if not isinstance(body.get("ggml", {}), dict):
+            raise ConfigError(f"[{TABLE}.variants.{name}] ggml must be a table ({where})",
+                              "write ggml = { nccl = true }")
+        check_ggml(body.get("ggml", {}), f"variant {name}, {where}")
+    check_ggml(table.get("ggml", {}), where)
+
+
+def check_ggml(table: Mapping[str, Any], where: str) -> dict[str, bool | str]:
+    from llama_wheels.policy import check_table
+
+    return check_table(table, where)
 
 
 def session_python(root: Path, env: Mapping[str, str]) -> str:
@@ -237,6 +253,9 @@ def env_values(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     known = [ENV_PREFIX + k.upper().replace("-", "_") for k in SCALAR_KEYS]
     cache_env = {ENV_PREFIX + "CACHE_" + k.upper().replace("-", "_"): k for k in CACHE_KEYS}
+    from llama_wheels.policy import BY_KEY
+
+    ggml_env = {ENV_PREFIX + "GGML_" + k.upper().replace("-", "_"): k for k in BY_KEY}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name in ENV_NON_OPTIONS:
             continue
@@ -245,8 +264,12 @@ def env_values(env: Mapping[str, str]) -> dict[str, Any]:
             parsed: Any = value.lower() in ("1", "true", "yes") if CACHE_KEYS[key] is bool else value
             out.setdefault("cache", {})[key] = parsed
             continue
+        if name in ggml_env:
+            out.setdefault("ggml", {})[ggml_env[name]] = value
+            continue
         if name not in known:
-            raise ConfigError(f"unknown environment variable {name}", _did_you_mean(name, [*known, *cache_env]))
+            raise ConfigError(f"unknown environment variable {name}",
+                              _did_you_mean(name, [*known, *cache_env, *ggml_env]))
         key = name[len(ENV_PREFIX):].lower().replace("_", "-")
         out[key] = shlex.split(value) if isinstance(DEFAULTS[key], list) else value
     return out
@@ -298,7 +321,7 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
                 continue
             if key not in DEFAULTS:
                 raise ConfigError(f"unknown option '{key}' ({layer_name})", _did_you_mean(key, list(DEFAULTS)))
-            if key == "cache":  # merged key by key: env/CLI may set only the remote, say
+            if key in ("cache", "ggml"):  # merged key by key: env/CLI may set only the remote, say
                 merged[key] = {**merged[key], **{k: v for k, v in value.items() if v is not None}}
             else:
                 merged[key] = value
@@ -333,7 +356,8 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
     if default_set not in arch_sets:
         parse_arch_set(default_set, arch_sets, ptx=str(merged["ptx"]))  # a literal list is fine too
     variants = tuple(
-        Variant(name, tuple(body.get("extras", ())), tuple(body.get("cmake-args", ())))
+        Variant(name, tuple(body.get("extras", ())), tuple(body.get("cmake-args", ())),
+                MappingProxyType(check_ggml(body.get("ggml", {}), f"variant {name}")))
         for name, body in merged["variants"].items()
     )
     if not variants:
@@ -382,5 +406,6 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
         wheelhouse=path_opt("wheelhouse", root / "wheelhouse"),
         prefetch_dir=path_opt("prefetch-dir", root / ".prefetch"),
         cmake_args=tuple(str(a) for a in merged["cmake-args"]),
+        ggml=MappingProxyType(check_ggml(merged["ggml"], origin.get("ggml", "default"))),
         origin=MappingProxyType(origin),
     )

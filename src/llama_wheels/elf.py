@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
@@ -32,23 +33,28 @@ def is_elf(path: Path) -> bool:
 
 
 def read_dynamic(path: Path) -> DynInfo:
+    with path.open("rb") as f:
+        return read_dynamic_stream(f) or DynInfo(None, (), ())
+
+
+def read_dynamic_stream(f: BinaryIO) -> DynInfo | None:
+    """The dynamic section of an ELF read from a seekable stream; None if it is not a readable ELF."""
     soname, needed, runpath = None, [], []
     try:
-        with path.open("rb") as f:
-            elf = ELFFile(f)
-            for section in elf.iter_sections():
-                if not isinstance(section, DynamicSection):
-                    continue
-                for tag in section.iter_tags():
-                    kind = tag.entry.d_tag  # pyelftools sets the value attribute by tag name
-                    if kind == "DT_SONAME":
-                        soname = getattr(tag, "soname")  # noqa: B009
-                    elif kind == "DT_NEEDED":
-                        needed.append(getattr(tag, "needed"))  # noqa: B009
-                    elif kind in ("DT_RUNPATH", "DT_RPATH"):
-                        runpath += str(getattr(tag, kind[3:].lower())).split(":")
+        elf = ELFFile(f)
+        for section in elf.iter_sections():
+            if not isinstance(section, DynamicSection):
+                continue
+            for tag in section.iter_tags():
+                kind = tag.entry.d_tag  # pyelftools sets the value attribute by tag name
+                if kind == "DT_SONAME":
+                    soname = getattr(tag, "soname")  # noqa: B009
+                elif kind == "DT_NEEDED":
+                    needed.append(getattr(tag, "needed"))  # noqa: B009
+                elif kind in ("DT_RUNPATH", "DT_RPATH"):
+                    runpath += str(getattr(tag, kind[3:].lower())).split(":")
     except ELFError:
-        return DynInfo(None, (), ())
+        return None
     return DynInfo(soname, tuple(needed), tuple(p for p in runpath if p))
 
 

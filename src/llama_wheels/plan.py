@@ -1,7 +1,12 @@
 """Plan, then execute. :func:`make_plan` is pure: resolved options in, frozen BuildSteps out.
 
 One step = one compile: an arch set x a CMake-flag set. Variants that differ only in extras share
-a step (and its wheel); a variant with its own CMake flags gets a step of its own.
+a step (and its wheel); a variant with its own CMake flags or ggml options gets a step of its own.
+
+Nothing here looks at the build host: every ggml option that llama.cpp would decide from the host
+(policy.HOST_OPTIONS) is passed explicitly, NCCL comes from NVIDIA's PyPI wheel at a path derived
+from the cache dir, and the driver library is linked from a stub at a path derived from the build
+dir. The same config gives the same CMAKE_ARGS on every machine.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from pathlib import Path
 from llama_wheels.archs import ArchSet
 from llama_wheels.config import Options, Variant, redact
 from llama_wheels.doctor import ToolkitChoice
-from llama_wheels.toolkit import pypi_root
+from llama_wheels.errors import ConfigError
+from llama_wheels.policy import HostSettings, resolve
+from llama_wheels.toolkit import NCCL_WHEELS, driver_stub_dir, nccl_root, pypi_root
 from llama_wheels.windows import tool_dirs
 
 
@@ -36,8 +43,14 @@ class BuildStep:
     out_dir: Path = Path()  # wheelhouse/<flavour>
     jobs: int | None = None
     cuda_runtime: str = "system"
-    no_vmm: bool = False
+    host: HostSettings = field(default_factory=lambda: resolve({}, {}, (), cuda=False), hash=False)
     windows: bool = False
+    nccl_root: Path | None = None  # NVIDIA's nvidia-nccl-cu<major> wheel, installed into the cache
+    driver_stub: Path | None = None  # the libcuda.so (SONAME libcuda.so.1) we link VMM builds against
+
+    @property
+    def no_vmm(self) -> bool:
+        return self.arch_set is not None and not self.host.vmm
 
     def describe(self) -> list[str]:
         tk = self.toolkit
@@ -50,6 +63,7 @@ class BuildStep:
             f"  archs      {self.arch_set.cmake()}  ({self.arch_set.source})" if self.arch_set
             else "  archs      (CPU)",
             f"  runtime    {self.cuda_runtime}" if self.arch_set else "",
+            "  ggml       " + " ".join(f"{k}={v}" for k, v in self.host.manifest().items()),
             f"  build-dir  {self.build_dir}",
             f"  output     {self.out_dir}",
             "  env:",
@@ -65,29 +79,38 @@ def ccache_env(options: Options) -> dict[str, str]:
     return env_for(options)
 
 
-def flavour_name(toolkit: ToolkitChoice, arch_set: ArchSet | None, suffix: str = "") -> str:
+def flavour_name(toolkit: ToolkitChoice, arch_set: ArchSet | None, suffix: str = "",
+                 tokens: Sequence[str] = ()) -> str:
+    """cu130-sm90, cpu; non-default ggml options add tokens (cu130-sm90-nccl), then the variant suffix."""
     base = "cpu" if arch_set is None else f"{toolkit.tag}-{arch_set.token}"
-    return f"{base}-{suffix}" if suffix else base
+    return "-".join([base, *tokens, *([suffix] if suffix else [])])
 
 
-def compile_groups(variants: Sequence[Variant]) -> list[tuple[tuple[str, ...], list[Variant]]]:
-    """Variants grouped by their CMake flags, in configured order."""
-    groups: dict[tuple[str, ...], list[Variant]] = {}
+GroupKey = tuple[tuple[str, ...], tuple[tuple[str, bool | str], ...]]
+
+
+def compile_groups(variants: Sequence[Variant]) -> list[tuple[GroupKey, list[Variant]]]:
+    """Variants grouped by their CMake flags and ggml options, in configured order."""
+    groups: dict[GroupKey, list[Variant]] = {}
     for v in variants:
-        groups.setdefault(tuple(v.cmake_args), []).append(v)
+        groups.setdefault((tuple(v.cmake_args), tuple(sorted(v.ggml.items()))), []).append(v)
     return list(groups.items())
 
 
 def cmake_args_for(arch_set: ArchSet | None, toolkit_root: Path | None, *, launcher: str | None,
-                   no_vmm: bool, windows: bool) -> list[str]:
+                   host: HostSettings, windows: bool, nccl: Path | None = None,
+                   driver_stub: Path | None = None) -> list[str]:
     args = ["-DGGML_NATIVE=OFF", "-DGGML_CCACHE=OFF"]
     if arch_set is not None:
         args += ["-DGGML_CUDA=on", f"-DCMAKE_CUDA_ARCHITECTURES={arch_set.cmake()}"]
         if toolkit_root is not None:
             nvcc = toolkit_root / "bin" / ("nvcc.exe" if windows else "nvcc")
             args += [f"-DCUDAToolkit_ROOT={toolkit_root}", f"-DCMAKE_CUDA_COMPILER={nvcc}"]
-        if no_vmm:
-            args.append("-DGGML_CUDA_NO_VMM=ON")
+    args += host.cmake_args()
+    if driver_stub is not None:  # the cache entry FindCUDAToolkit fills for CUDA::cuda_driver: never searched
+        args.append(f"-DCUDA_cuda_driver_LIBRARY={driver_stub / 'libcuda.so'}")
+    if nccl is not None:  # FindNCCL's cache entries, set: a system nccl.h/libnccl can never be picked up
+        args += [f"-DNCCL_INCLUDE_DIR={nccl / 'include'}", f"-DNCCL_LIBRARY={nccl / 'lib' / 'libnccl.so.2'}"]
     if launcher:
         langs = ["C", "CXX"] + (["CUDA"] if arch_set is not None else [])
         args += [f"-DCMAKE_{lang}_COMPILER_LAUNCHER={launcher}" for lang in langs]
@@ -101,7 +124,6 @@ def make_plan(
     toolkit: ToolkitChoice,
     variants: Sequence[str] | None,
     launcher: str | None,
-    no_vmm: bool,
     jobs: int | None = None,
     cuda_runtime: str | None = None,
     windows: bool = False,
@@ -115,12 +137,23 @@ def make_plan(
         root = Path(toolkit.toolkit.root)
     groups = compile_groups(chosen)
     steps = []
-    for flags, members in groups:
+    for (flags, overrides), members in groups:
+        host = resolve(options.ggml, dict(overrides), [*flags, *options.cmake_args], cuda=arch_set is not None)
         suffix = "-".join(v.name for v in members) if flags and len(groups) > 1 else ""
-        flavour = flavour_name(toolkit, arch_set, suffix)
+        flavour = flavour_name(toolkit, arch_set, suffix, host.label_tokens())
         label = flavour.replace("-", ".")
+        nccl = None
+        if host.nccl:
+            major = toolkit.version[0] if toolkit.version else 0
+            if windows:
+                raise ConfigError("ggml option nccl: NVIDIA ships NCCL for Linux only", "set nccl = false on Windows")
+            if major not in NCCL_WHEELS:
+                raise ConfigError(f"ggml option nccl needs NVIDIA's nvidia-nccl-cu{major} wheel, which is not pinned",
+                                  f"use CUDA {', '.join(map(str, NCCL_WHEELS))} or set nccl = false")
+            nccl = nccl_root(options.cache_dir, major)
+        stub = driver_stub_dir(options.build_dir) if host.vmm and not windows else None
         args = cmake_args_for(arch_set, root if toolkit.source == "pypi" else None, launcher=launcher,
-                              no_vmm=no_vmm, windows=windows)
+                              host=host, windows=windows, nccl=nccl, driver_stub=stub)
         args += [*flags, *options.cmake_args]
         tmp = options.build_dir / "tmp"
         env = {
@@ -143,7 +176,7 @@ def make_plan(
             toolkit_root=root, cmake_args=tuple(args), env=env,
             build_dir=options.build_dir / flavour, out_dir=options.wheelhouse / flavour, jobs=jobs,
             cuda_runtime=(cuda_runtime or options.cuda_runtime) if arch_set is not None else "none",
-            no_vmm=no_vmm and arch_set is not None, windows=windows,
+            host=host, nccl_root=nccl, driver_stub=stub, windows=windows,
         ))
     return steps
 

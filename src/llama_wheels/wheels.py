@@ -21,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import canonicalize_version, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
@@ -172,28 +173,55 @@ def slim(root: Path) -> SlimReport:
     return report
 
 
-def apply_runtime(root: Path, mode: str, cuda_major: int, *, toolkit_lib: Path | None = None) -> list[str]:
-    """Make the wheel find the CUDA runtime. Returns the Requires-Dist lines added (pip mode)."""
+#: NVIDIA's nvidia-nccl-cu<major> wheel installs libnccl.so.2 here (measured: 2.32.3).
+PIP_NCCL_RUNPATH = "$ORIGIN/../../nvidia/nccl/lib"
+_RUNTIME_PREFIXES = ("libcudart", "libcublas", "libnccl")
+
+
+def local_runpaths(root: Path) -> dict[str, tuple[str, ...]]:
+    """Drop every RUNPATH entry that is not $ORIGIN-relative (CMake's INSTALL_RPATH_USE_LINK_PATH
+    records build-host folders: the toolkit, NCCL, the driver stub). Returns what was dropped."""
+    libdir = root / PKG / "lib"
+    dropped = {}
+    for f in sorted(libdir.iterdir()) if libdir.is_dir() else []:
+        if not (f.is_file() and is_elf(f)):
+            continue
+        runpath = read_dynamic(f).runpath
+        keep = [e for e in runpath if e.startswith("$ORIGIN")]
+        if len(keep) != len(runpath):
+            patch(f, runpath=":".join(keep) or "$ORIGIN")
+            dropped[f.name] = tuple(e for e in runpath if e not in keep)
+    return dropped
+
+
+def apply_runtime(root: Path, mode: str, cuda_major: int, *, toolkit_lib: Path | None = None,
+                  nccl_lib: Path | None = None) -> list[str]:
+    """Make the wheel find the CUDA runtime (and NCCL when ``nccl_lib``, the folder NCCL was linked from,
+    is given). Returns the Requires-Dist lines added (pip mode). Build-host RUNPATHs are dropped first."""
+    from llama_wheels.toolkit import nccl_requirement
+
     libdir = root / PKG / "lib"
     if any(libdir.glob("*.dll")):  # a Windows wheel: no RUNPATH; see windows.py
         return _apply_runtime_windows(root, mode, cuda_major)
-    cuda_libs = [f for f in libdir.glob("*.so") if any(n.startswith(("libcudart", "libcublas"))
+    local_runpaths(root)
+    cuda_libs = [f for f in libdir.glob("*.so") if any(n.startswith(_RUNTIME_PREFIXES)
                                                         for n in read_dynamic(f).needed)]
     if mode == "pip":
-        runpath = ":".join(p.format(major=cuda_major) for p in PIP_RUNPATH)
+        entries = [p.format(major=cuda_major) for p in PIP_RUNPATH] + ([PIP_NCCL_RUNPATH] if nccl_lib else [])
         for f in cuda_libs:
-            patch(f, runpath=runpath)
+            patch(f, runpath=":".join(entries))
         reqs = [f"nvidia-cuda-runtime~={cuda_major}.0", f"nvidia-cublas~={cuda_major}.0"]
+        reqs += [nccl_requirement(cuda_major)] if nccl_lib else []
         add_requires(root, reqs)
         return reqs
     if mode == "bundle":
         if toolkit_lib is None:
             raise WheelCheckFailed("--cuda-runtime bundle needs the toolkit's lib folder", "use --cuda-runtime pip")
-        wanted = {n for f in cuda_libs for n in read_dynamic(f).needed if n.startswith(("libcudart", "libcublas"))}
+        wanted = {n for f in cuda_libs for n in read_dynamic(f).needed if n.startswith(_RUNTIME_PREFIXES)}
         for name in sorted(wanted):
-            src = toolkit_lib / name
+            src = (nccl_lib if name.startswith("libnccl") and nccl_lib else toolkit_lib) / name
             if not src.exists():
-                raise WheelCheckFailed(f"{name} is not in {toolkit_lib}", "bundle needs a complete toolkit")
+                raise WheelCheckFailed(f"{name} is not in {src.parent}", "bundle needs a complete toolkit")
             shutil.copy2(src.resolve(), libdir / name)
         return []
     return []
@@ -307,12 +335,17 @@ def verify(path: Path, expected_sha256: str | None = None) -> str:
     return got
 
 
-def check_wheel(path: Path, *, cuda_runtime: str | None = None, min_dup_bytes: int = 4096) -> WheelReport:
+def check_wheel(path: Path, *, cuda_runtime: str | None = None, min_dup_bytes: int = 4096,
+                nccl: bool = False) -> WheelReport:
     """Static checks any wheel of ours must pass. Each problem is one specific line; a damaged file
-    (not a zip, truncated, RECORD mismatch) is reported, never raised."""
+    (not a zip, truncated, RECORD mismatch) is reported, never raised.
+
+    ``nccl``: the wheel was built with the ggml option nccl (from the manifest), so in ``system`` mode
+    the machine provides libnccl.so.2 as it does the CUDA runtime.
+    """
     rep = WheelReport(path.name, size=path.stat().st_size, sha256=_sha(path))
     try:
-        name, version, _, _ = parse_wheel_filename(path.name)
+        name, version, _, tags = parse_wheel_filename(path.name)
     except Exception as exc:  # packaging raises InvalidWheelFilename
         rep.problems.append(f"bad wheel filename: {exc}")
         return rep
@@ -364,7 +397,30 @@ def check_wheel(path: Path, *, cuda_runtime: str | None = None, min_dup_bytes: i
         if cuda_runtime == "bundle" and not any(Path(n).name.lower().startswith(("libcudart", "cudart64"))
                                                 for n in names):
             rep.problems.append("cuda-runtime bundle, but no libcudart is bundled")
+        rep.problems += needed_closure(z, names, rep.requires, sorted(t.platform for t in tags)[0],
+                                       cuda_runtime=cuda_runtime, nccl=nccl)
     return rep
+
+
+def needed_closure(z: zipfile.ZipFile, names: list[str], requires: list[str], platform_tag: str, *,
+                   cuda_runtime: str | None, nccl: bool) -> list[str]:
+    """policy.closure_problems over the native files of an open wheel."""
+    from llama_wheels import policy
+
+    return policy.closure_problems(policy.binaries(_native_files(z, names)), all_names=names, requires=requires,
+                                   platform_tag=platform_tag, cuda_runtime=cuda_runtime, nccl=nccl)
+
+
+def _native_files(z: zipfile.ZipFile, names: list[str]) -> dict[str, bytes]:
+    from llama_wheels import policy
+
+    native = {}
+    for n in names:
+        with z.open(n) as f:
+            head = f.read(4)
+        if head[:4] in policy.IMPORT_READERS or head[:2] in policy.IMPORT_READERS:
+            native[n] = z.read(n)
+    return native
 
 
 def elf_closure_problems(root: Path) -> list[str]:
@@ -382,3 +438,39 @@ def elf_closure_problems(root: Path) -> list[str]:
             if unversioned(n) in ours:
                 problems.append(f"{f.name} needs {n}, but only {unversioned(n)} is in the wheel")
     return problems
+
+
+def native_binaries(wheel: Path) -> list[Any]:
+    """policy.Binary for every native file of ``wheel``."""
+    from llama_wheels import policy
+
+    with zipfile.ZipFile(wheel) as z:
+        return policy.binaries(_native_files(z, [n for n in z.namelist() if not n.endswith("/")]))
+
+
+def requires_of(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
+        return HeaderParser().parsestr(z.read(meta).decode("utf-8")).get_all("Requires-Dist") or []
+
+
+def manylinux_tag(wheel: Path, *, cuda_runtime: str | None, nccl: bool) -> tuple[Path, Any]:
+    """Retag a Linux wheel with the manylinux tag auditwheel computes for it, leaving out of its search
+    what a Requires-Dist, the driver or (system mode) the machine provides. Returns the new path and
+    the policy.PlatformTag. A wheel no manylinux policy fits keeps its tag (the wheel check names why)."""
+    from llama_wheels import policy
+
+    bins = native_binaries(wheel)
+    if not any(b.path.endswith(".so") or ".so." in b.path for b in bins):
+        current = sorted(t.platform for t in parse_wheel_filename(wheel.name)[3])[0]
+        return wheel, policy.PlatformTag(current, None, "no ELF files")
+    exclude = policy.excluded_for_audit(bins, requires=requires_of(wheel), cuda_runtime=cuda_runtime, nccl=nccl)
+    tag = policy.audit_platform_tag(wheel, exclude)
+    if not tag.tag.startswith("manylinux"):
+        return wheel, tag
+    out = cmd.run([sys.executable, "-m", "wheel", "tags", "--platform-tag", tag.tag, "--remove", str(wheel)],
+                  quiet=True, capture=True).stdout.strip().splitlines()
+    new = wheel.parent / (out[-1] if out else "")
+    if not new.is_file():
+        raise WheelCheckFailed(f"retagging {wheel.name} as {tag.tag} gave no wheel", "see the wheel tool's output")
+    return new, tag

@@ -15,14 +15,16 @@ PYPI = ToolkitChoice("pypi", (13, 0), None, "NVIDIA's PyPI cuda-toolkit 13.0")
 
 def test_one_compile_serves_both_variants(options) -> None:
     o = options()
-    (step,) = make_plan(o, arch_set=parse_arch_set("90"), toolkit=PYPI, variants=None, launcher="/v/bin/ccache",
-                        no_vmm=True)
+    (step,) = make_plan(o, arch_set=parse_arch_set("90"), toolkit=PYPI, variants=None, launcher="/v/bin/ccache")
     root = o.cache_dir / "toolkits" / "cu130" / "nvidia" / "cu13"
     assert step.flavour == "cu130-sm90" and step.label == "cu130.sm90" and step.version == "0.3.36+cu130.sm90"
     assert step.variants == ("default", "server") and step.extras == ("server",)
     assert step.cmake_args == (
         "-DGGML_NATIVE=OFF", "-DGGML_CCACHE=OFF", "-DGGML_CUDA=on", "-DCMAKE_CUDA_ARCHITECTURES=90-real;90-virtual",
-        f"-DCUDAToolkit_ROOT={root}", f"-DCMAKE_CUDA_COMPILER={root}/bin/nvcc", "-DGGML_CUDA_NO_VMM=ON",
+        f"-DCUDAToolkit_ROOT={root}", f"-DCMAKE_CUDA_COMPILER={root}/bin/nvcc",
+        "-DGGML_CUDA_NCCL=OFF", "-DGGML_CUDA_NO_VMM=OFF", "-DGGML_OPENMP=OFF", "-DGGML_BLAS=OFF",
+        "-DGGML_CUDA_GRAPHS=ON", "-DGGML_CUDA_FA_QUANTS=q4_0-q4_0;q8_0-q8_0;f16-f16;bf16-bf16",
+        "-DGGML_CUDA_COMPRESSION_MODE=size", f"-DCUDA_cuda_driver_LIBRARY={o.build_dir}/stubs/libcuda/libcuda.so",
         "-DCMAKE_C_COMPILER_LAUNCHER=/v/bin/ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=/v/bin/ccache",
         "-DCMAKE_CUDA_COMPILER_LAUNCHER=/v/bin/ccache")
     assert shlex.split(step.env["CMAKE_ARGS"]) == list(step.cmake_args)
@@ -37,7 +39,7 @@ def test_variant_with_own_flags_gets_own_compile(options) -> None:
     o = options('[tool.llama-wheels.variants.default]\nextras = []\n[tool.llama-wheels.variants.server]\n'
                 'extras = ["server"]\n[tool.llama-wheels.variants.mmq]\ncmake-args = ["-DGGML_CUDA_FORCE_MMQ=ON"]\n')
     steps = make_plan(o, arch_set=parse_arch_set("universal", o.arch_sets), toolkit=PYPI, variants=None,
-                      launcher=None, no_vmm=False)
+                      launcher=None)
     assert [(s.flavour, s.variants) for s in steps] == [
         ("cu130-sm86-89-120", ("default", "server")), ("cu130-sm86-89-120-mmq", ("mmq",))]
     assert steps[1].cmake_args[-1] == "-DGGML_CUDA_FORCE_MMQ=ON" and steps[1].label == "cu130.sm86.89.120.mmq"
@@ -48,23 +50,21 @@ def test_system_toolkit_and_cpu_and_extra_args(options) -> None:
     o = options('cmake-args = ["-DGGML_CUDA_FA=OFF"]\n')
     sysk = ToolkitChoice("system", (12, 9), None, "system")
     (step,) = make_plan(o, arch_set=parse_arch_set("89"), toolkit=sysk, variants=["default"], launcher=None,
-                        no_vmm=False, jobs=4, cuda_runtime="system")
+                        jobs=4, cuda_runtime="system")
     assert step.flavour == "cu129-sm89" and step.variants == ("default",) and step.extras == ()
     assert not any(a.startswith("-DCUDAToolkit_ROOT") for a in step.cmake_args)
     assert step.cmake_args[-1] == "-DGGML_CUDA_FA=OFF" and step.env["CMAKE_BUILD_PARALLEL_LEVEL"] == "4"
-    (cpu,) = make_plan(o, arch_set=None, toolkit=ToolkitChoice("none", None), variants=None, launcher=None,
-                       no_vmm=True)
+    (cpu,) = make_plan(o, arch_set=None, toolkit=ToolkitChoice("none", None), variants=None, launcher=None)
     assert cpu.flavour == "cpu" and cpu.version == "0.3.36+cpu" and cpu.cuda_runtime == "none"
     assert not any(a.startswith(("-DGGML_CUDA=", "-DCMAKE_CUDA", "-DCUDAToolkit")) for a in cpu.cmake_args)
 
 
 def test_unknown_variant(options) -> None:
     with pytest.raises(ConfigError, match="did you mean 'server'"):
-        make_plan(options(), arch_set=None, toolkit=PYPI, variants=["servr"], launcher=None, no_vmm=False)
+        make_plan(options(), arch_set=None, toolkit=PYPI, variants=["servr"], launcher=None)
 
 
 def test_describe_lists_env_and_archs(options) -> None:
-    (step,) = make_plan(options(), arch_set=parse_arch_set("90"), toolkit=PYPI, variants=None, launcher=None,
-                        no_vmm=False)
+    (step,) = make_plan(options(), arch_set=parse_arch_set("90"), toolkit=PYPI, variants=None, launcher=None)
     text = "\n".join(step.describe())
     assert "archs      90-real;90-virtual" in text and "CMAKE_ARGS=" in text and Path(step.out_dir).name in text
