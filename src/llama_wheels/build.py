@@ -80,6 +80,14 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
     raw = next((staging / "raw").glob("*.whl"), None)
     if raw is None:
         raise BuildFailed(f"the build of {step.flavour} produced no wheel", f"see {staging / 'build.log'}")
+    return finish(step, options, raw=raw, staging=staging, env=env, log=log, result=result, t0=t0, c0=c0,
+                  offline=offline, all_from_source=all_from_source)
+
+
+def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: Mapping[str, str], log: Logger,
+           result: StepResult, t0: float, c0: float, offline: bool, all_from_source: bool = False) -> StepResult:
+    """The one post-processing path for a compiled wheel (ours or cibuildwheel's): relabel, slim, runtime
+    policy, arch verification, manylinux tag, the wheel check, dependency wheels, then the manifest."""
     stock_size = raw.stat().st_size
     with log.step(f"post-process {step.flavour}"):
         root = wheels.unpack(raw, staging / "unpacked")
@@ -150,6 +158,33 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
     log.info(f"{final.name}: {fmt_bytes(report.size)} (stock {fmt_bytes(stock_size)}), "
              f"{fmt_seconds(result.seconds)}, cache {result.cache.describe()}")
     return result
+
+
+def cibuildwheel(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[str, str], log: Logger,
+                 platform: str, offline: bool, print_only: bool = False) -> list[StepResult]:
+    """The container/Windows route: cibuildwheel compiles (and auditwheel/delvewheel repair) into our
+    staging folder, never the wheelhouse; each wheel then takes the same :func:`finish` as a local build."""
+    staging = owned_subdir(options.build_dir, "staging") / f"cibw-{step.flavour}"
+    if staging.exists():
+        remove_tree_within(staging, options.build_dir)
+    staging.mkdir(parents=True)
+    cibw_env = {**base_env, "CMAKE_ARGS": step.env["CMAKE_ARGS"], "CIBW_PLATFORM": platform}
+    extra = ["--print-build-identifiers"] if print_only else ["--output-dir", str(staging / "raw")]
+    t0, c0 = time.monotonic(), _children_cpu()
+    cmd.run([sys.executable, "-m", "cibuildwheel", "--config-file", str(options.project_root / "pyproject.toml"),
+             *extra, str(src)], env=cibw_env)
+    if print_only:
+        return []
+    raws = sorted((staging / "raw").glob("*.whl"))
+    if not raws:
+        raise BuildFailed(f"cibuildwheel produced no wheel for {step.flavour}", "see its output above")
+    results = []
+    for raw in raws:  # one Python is configured, so one wheel per platform
+        sub = staging / raw.name.split("-")[-1].removesuffix(".whl")
+        sub.mkdir()
+        results.append(finish(step, options, raw=raw, staging=sub, env=cibw_env, log=log,
+                              result=StepResult(step, ok=False), t0=t0, c0=c0, offline=offline))
+    return results
 
 
 def _glibc_floor(filename: str) -> str | None:
@@ -260,6 +295,7 @@ def _execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[
                 if step.toolkit_root is None:
                     raise BuildFailed("a VMM build needs the toolkit's cuda.h for its libcuda link stub",
                                       "pass --cuda pypi:13.0 or a system toolkit, or set ggml option vmm = false")
+                owned_subdir(options.build_dir, "stubs")
                 with log.step("libcuda link stub (VMM) from cuda.h"):
                     stub = toolkit.make_driver_stub(step.toolkit_root, step.driver_stub, dict(base_env))
                     log.info(f"{stub}: SONAME libcuda.so.1, link-time only")

@@ -223,8 +223,9 @@ def cmd_publish(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -
 
 
 def cmd_cibuildwheel(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    """Run cibuildwheel on the verified, extracted sdist with CMAKE_ARGS from our plan."""
-    from llama_wheels import build, cmd, doctor, plan, sdist
+    """Run cibuildwheel on the verified, extracted sdist with CMAKE_ARGS from our plan; its wheels then go
+    through the same post-processing as ``build`` (relabel, slim, runtime, verify, tag, check, manifest)."""
+    from llama_wheels import build, doctor, plan, sdist
     from llama_wheels.clean import owned_subdir
 
     options = _options({}, env, log)
@@ -234,13 +235,10 @@ def cmd_cibuildwheel(args: argparse.Namespace, env: Mapping[str, str], log: Logg
     arch_set = parse_arch_set(spec, options.arch_sets, ptx=options.ptx)
     choice = doctor.ToolkitChoice("system", (13, 0), None, "the CUDA image's toolkit")
     (step,) = plan.make_plan(options, arch_set=arch_set, toolkit=choice, variants=["default"], launcher=None,
-                             cuda_runtime="system")
+                             cuda_runtime="system", windows=args.platform == "windows", link_stub=False)
     src = sdist.extract(build.resolve_source(options, args.offline, env), owned_subdir(options.build_dir, "src"))
-    out = options.wheelhouse / f"cibw-{step.flavour}"
-    cibw_env = {**env, "CMAKE_ARGS": step.env["CMAKE_ARGS"], "CIBW_PLATFORM": args.platform}
-    extra = ["--print-build-identifiers"] if args.print_build_identifiers else ["--output-dir", str(out)]
-    cmd.run([sys.executable, "-m", "cibuildwheel", "--config-file", str(options.project_root / "pyproject.toml"),
-             *extra, str(src)], env=cibw_env)
+    build.cibuildwheel(step, options, src=src, base_env=env, log=log, platform=args.platform,
+                       offline=args.offline, print_only=args.print_build_identifiers)
     return 0
 
 

@@ -127,8 +127,13 @@ def make_plan(
     jobs: int | None = None,
     cuda_runtime: str | None = None,
     windows: bool = False,
+    link_stub: bool = True,
 ) -> list[BuildStep]:
-    """The build steps for ``arch_set`` (None = CPU) and the chosen variants (None = all)."""
+    """The build steps for ``arch_set`` (None = CPU) and the chosen variants (None = all).
+
+    ``link_stub=False``: VMM builds find the driver stub in the toolkit (a pinned container image's
+    ``lib64/stubs``, the cibuildwheel route) instead of the one we generate under the build dir.
+    """
     chosen = [options.variant(n) for n in variants] if variants else list(options.variants)
     root = None
     if arch_set is not None and toolkit.source == "pypi" and toolkit.version:
@@ -151,7 +156,7 @@ def make_plan(
                 raise ConfigError(f"ggml option nccl needs NVIDIA's nvidia-nccl-cu{major} wheel, which is not pinned",
                                   f"use CUDA {', '.join(map(str, NCCL_WHEELS))} or set nccl = false")
             nccl = nccl_root(options.cache_dir, major)
-        stub = driver_stub_dir(options.build_dir) if host.vmm and not windows else None
+        stub = driver_stub_dir(options.build_dir) if host.vmm and link_stub and not windows else None
         args = cmake_args_for(arch_set, root if toolkit.source == "pypi" else None, launcher=launcher,
                               host=host, windows=windows, nccl=nccl, driver_stub=stub)
         args += [*flags, *options.cmake_args]
