@@ -247,8 +247,8 @@ class Binary:
     runpath: tuple[str, ...] = ()
 
 
-#: Readers of a native file's imports by magic: ELF here; "MZ" (Windows PE) is left for a PE reader
-#: (the windows helper's pefile module) to register: ``IMPORT_READERS[b"MZ"] = read_pe_imports``.
+#: Readers of a native file's imports by magic: ELF here. Windows DLLs (PE, "MZ") are checked by
+#: windows.dll_problems (pefile) inside wheels.check_wheel; a PE reader registered here would join this rule.
 ImportReader = Callable[[str, bytes], Binary | None]
 IMPORT_READERS: dict[bytes, ImportReader] = {}
 
@@ -298,7 +298,7 @@ def accounted(soname: str, *, in_wheel: set[str], providers: Mapping[str, str], 
 def closure_problems(bins: Sequence[Binary], *, all_names: Iterable[str], requires: Iterable[str],
                      platform_tag: str, cuda_runtime: str | None = None, nccl: bool = False) -> list[str]:
     """One line per NEEDED that nothing accounts for, and per RUNPATH entry that leaves the wheel's
-    relative layout (a build-host path). Windows (PE) files are skipped until a reader is registered."""
+    relative layout (a build-host path). Windows DLLs are windows.dll_problems' part."""
     in_wheel = {Path(n).name for n in all_names}
     providers = provided_by(requires)
     elves = [b for b in bins if not b.path.lower().endswith((".dll", ".pyd", ".exe"))]

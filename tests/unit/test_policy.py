@@ -165,7 +165,7 @@ def test_whitelist_comes_from_auditwheel() -> None:
 
 
 def test_windows_files_wait_for_a_pe_reader() -> None:
-    assert policy.IMPORT_READERS.get(b"MZ") is None  # the windows helper registers pefile here
+    assert policy.IMPORT_READERS.get(b"MZ") is None  # DLLs: windows.dll_problems in check_wheel
     assert policy.binaries({"llama_cpp/lib/ggml.dll": b"MZ\x90\x00" + b"\x00" * 100}) == []
 
 

@@ -150,7 +150,7 @@ USER_ROOTS = [r"C:\Users\José Müller\AppData\Local\llama-wheels\Cache", r"C:\P
 def test_windows_paths_survive_cmake_args(options, cache: str) -> None:
     o = options("", env={"LLAMA_WHEELS_CACHE_DIR": cache})
     (step,) = make_plan(o, arch_set=parse_arch_set("86;89;120"), toolkit=PYPI, variants=["default"], launcher=None,
-                        no_vmm=False, windows=True)
+                        windows=True)
     args = shlex.split(step.env["CMAKE_ARGS"])  # how scikit-build-core reads CMAKE_ARGS, on Windows too
     assert args == list(step.cmake_args)
     archs = next(a for a in args if a.startswith("-DCMAKE_CUDA_ARCHITECTURES="))
