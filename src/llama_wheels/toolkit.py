@@ -15,7 +15,6 @@ cache like the toolkit (:func:`install_nccl`), never from whatever the build hos
 
 from __future__ import annotations
 
-import ctypes.util
 import re
 import sys
 from collections.abc import Mapping
@@ -182,16 +181,6 @@ def make_driver_stub(toolkit_root: Path, dest: Path, env: Mapping[str, str]) -> 
     lib = dest / "libcuda.so"
     cmd.run([cc, "-shared", "-fPIC", "-o", str(lib), "-Wl,-soname,libcuda.so.1", str(source)], env=env, quiet=True)
     return lib
-
-
-def has_linkable_libcuda(toolkit_root: Path | None) -> bool:
-    """Is there a libcuda the linker can use (stub or driver)? Only reported by the doctor: builds link
-    our generated stub instead (the same CMake options on every host)."""
-    if toolkit_root is not None:
-        for d in ("lib64/stubs", "lib/stubs", "targets/x86_64-linux/lib/stubs"):
-            if (toolkit_root / d / "libcuda.so").exists():
-                return True
-    return ctypes.util.find_library("cuda") is not None
 
 
 def _rmtree_owned(path: Path, owner: Path) -> None:

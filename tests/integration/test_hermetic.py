@@ -58,7 +58,7 @@ def test_plan_is_the_same_with_and_without_libcuda_and_nccl(lw_env: dict[str, st
     probe = "import ctypes.util; print(ctypes.util.find_library('cuda'), ctypes.util.find_library('nccl'))"
     seen = subprocess.run([sys.executable, "-c", probe], env={**lw_env, **fake}, capture_output=True, text=True,
                           check=True).stdout.split()
-    assert seen[0] != "None" and seen[1] != "None", seen  # the old has_linkable_libcuda() would have said yes
+    assert seen[0] != "None" and seen[1] != "None", seen  # the old host probe would have seen both
     args = "build", "--dry-run", "--cuda", "pypi:13.0", "--archs", "90"
     bare, visible = lw(*args, env=lw_env), lw(*args, env={**lw_env, **fake})
     assert bare.returncode == 0 and visible.returncode == 0, bare.stdout[-2000:] + visible.stdout[-2000:]
