@@ -238,6 +238,20 @@ def manylinux_whitelist(tag: str) -> frozenset[str] | None:
         return None
 
 
+@functools.cache
+def loosest_whitelist(tag: str) -> frozenset[str]:
+    """For a wheel with no manylinux tag (linux_x86_64): the newest manylinux policy's whitelist, so the
+    check names the libraries that kept it from any manylinux tag rather than libc itself."""
+    from auditwheel.architecture import Architecture
+    from auditwheel.libc import Libc
+    from auditwheel.policy import WheelPolicies
+
+    try:
+        return frozenset(WheelPolicies(libc=Libc.GLIBC, arch=Architecture(tag.split("_", 1)[-1])).highest.whitelist)
+    except ValueError:
+        return frozenset()
+
+
 @dataclass(frozen=True)
 class Binary:
     """One native file of a wheel: its path in the wheel and the libraries it loads."""
@@ -308,7 +322,8 @@ def closure_problems(bins: Sequence[Binary], *, all_names: Iterable[str], requir
     whitelist = manylinux_whitelist(platform_tag)
     for b in elves:
         for soname in b.needed:
-            if accounted(soname, in_wheel=in_wheel, providers=providers, whitelist=whitelist or frozenset(),
+            if accounted(soname, in_wheel=in_wheel, providers=providers,
+                         whitelist=loosest_whitelist(platform_tag) if whitelist is None else whitelist,
                          cuda_runtime=cuda_runtime, nccl=nccl):
                 continue
             option = option_for(soname)

@@ -145,3 +145,52 @@ def test_cpu_wheel_has_a_manylinux_tag_pip_and_auditwheel_accept(cpu_build: Path
                 info = read_dynamic(tmp_path / "lib.so")
                 assert not any(x.startswith("libgomp") for x in info.needed), (n, info)  # OpenMP OFF, explicitly
                 assert all(p.startswith("$ORIGIN") for p in info.runpath), (n, info)
+
+
+def _so(folder: Path, name: str, soname: str, *, needs: tuple[Path, ...] = (), rpath: str = "") -> Path:
+    src = folder / f"{name}.c"
+    src.write_text(f"int {name.replace('-', '_').removeprefix('lib').split('.')[0]}_fn(void) {{ return 1; }}\n")
+    out = folder / name
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(out), f"-Wl,-soname,{soname}", str(src),
+                    "-Wl,--no-as-needed", *map(str, needs), *([f"-Wl,-rpath,{rpath}"] if rpath else [])], check=True)
+    return out
+
+
+def test_pip_mode_nccl_wheel_end_to_end(tmp_path: Path) -> None:
+    """A CUDA-shaped wheel (real ELFs made here: libggml-cuda.so NEEDS libcudart.so.13, libcublas.so.13,
+    libcuda.so.1 and libnccl.so.2, with build-host RUNPATHs) through apply_runtime, pack, the auditwheel
+    tag and the wheel check, exactly as build.finish runs them."""
+    host = tmp_path / "host"
+    host.mkdir()
+    deps = tuple(_so(host, f"lib{n}.so", s) for n, s in (("cudart", "libcudart.so.13"), ("cublas", "libcublas.so.13"),
+                                                          ("cuda", "libcuda.so.1"), ("nccl", "libnccl.so.2")))
+    root = tmp_path / "llama_cpp_python-0.3.36+cu130.sm90.nccl"
+    lib = root / "llama_cpp" / "lib"
+    lib.mkdir(parents=True)
+    base = _so(lib, "libggml-base.so", "libggml-base.so")
+    _so(lib, "libggml-cuda.so", "libggml-cuda.so", needs=(base, *deps), rpath=f"$ORIGIN:{host}")
+    (root / "llama_cpp" / "__init__.py").write_text("")
+    di = root / "llama_cpp_python-0.3.36+cu130.sm90.nccl.dist-info"
+    di.mkdir()
+    (di / "METADATA").write_text("Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: 0.3.36+cu130.sm90.nccl\n\n")
+    (di / "WHEEL").write_text("Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: false\nTag: py3-none-linux_x86_64\n")
+    (di / "RECORD").write_text("")
+    reqs = wheels.apply_runtime(root, "pip", 13, nccl_lib=host)
+    assert reqs[-1] == "nvidia-nccl-cu13>=2.32.3,<3"
+    assert read_dynamic(lib / "libggml-cuda.so").runpath == (
+        "$ORIGIN", "$ORIGIN/../../nvidia/cu13/lib", "$ORIGIN/../../nvidia/cuda_runtime/lib",
+        "$ORIGIN/../../nvidia/cublas/lib", "$ORIGIN/../../nvidia/nccl/lib")
+    packed = wheels.pack(root, tmp_path / "out")
+    tagged, tag = wheels.manylinux_tag(packed, cuda_runtime="pip", nccl=True)
+    assert tag.tag.startswith("manylinux_") and tagged.name.endswith(f"-py3-none-{tag.tag}.whl"), tag
+    assert not packed.exists()
+    assert wheels.check_wheel(tagged, cuda_runtime="pip", nccl=True).problems == []
+    # The same wheel without the NCCL requirement: named, with the option.
+    (di / "METADATA").write_text("Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: 0.3.36+cu130.sm90.nccl\n"
+                                 "Requires-Dist: nvidia-cuda-runtime~=13.0\nRequires-Dist: nvidia-cublas~=13.0\n\n")
+    bare, _ = wheels.manylinux_tag(wheels.pack(root, tmp_path / "out2"), cuda_runtime="pip", nccl=False)
+    problems = wheels.check_wheel(bare, cuda_runtime="pip").problems  # auditwheel found no manylinux tag
+    assert problems == ["llama_cpp/lib/libggml-cuda.so needs libnccl.so.2 (pulled in by GGML_CUDA_NCCL): not in the "
+                        "wheel, not provided by a Requires-Dist, not allowed by linux_x86_64",
+                        "platform tag linux_x86_64 is not a manylinux tag: it promises nothing about the system "
+                        "libraries (llama-wheels tags with auditwheel's policy)"]
