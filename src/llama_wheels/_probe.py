@@ -5,6 +5,7 @@ Only the standard library and what the wheel installs (llama_cpp, numpy) are use
 """
 
 import json
+import os
 import re
 import sys
 import time
@@ -119,12 +120,131 @@ def check_quantize(args):
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + args.get("ftype", "Q4_K_M"))
     t0 = time.perf_counter()
     rc = llama_cpp.llama_model_quantize(args["src"].encode(), args["dst"].encode(), params)
     if rc != 0:
         raise SystemExit(f"llama_model_quantize returned {rc}")
     return {"seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _load_numerics():
+    """numerics.py from beside this file (llama_wheels is not installed in the wheel's venv)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("llama_wheels_numerics", Path(__file__).with_name("numerics.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up here
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def check_logits(args):
+    """Teacher-forced run over a fixed text, scored as llama-perplexity scores it (see numerics.py):
+    chunks of n_ctx tokens, BOS first, KV cleared between chunks, logits kept for positions n_ctx/2..n_ctx-2.
+    Writes <out>/logits.npy (float32 [positions, n_vocab]) and <out>/run.json (the targets and settings)."""
+    import ctypes
+    from pathlib import Path
+
+    import llama_cpp as L  # before numpy: see FACTS.md
+    import numpy as np
+
+    nm = _load_numerics()
+    n_ctx = args.get("n_ctx", nm.N_CTX)
+    out = Path(args["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    L.llama_backend_init()
+    mp = L.llama_model_default_params()
+    mp.n_gpu_layers = args["n_gpu_layers"]
+    if args.get("split_mode") is not None:
+        mp.split_mode = args["split_mode"]
+    if args.get("tensor_split"):
+        split = (ctypes.c_float * len(args["tensor_split"]))(*args["tensor_split"])  # kept alive until load
+        mp.tensor_split = split
+    t0 = time.perf_counter()
+    model = L.llama_model_load_from_file(args["model"].encode(), mp)
+    if not model:
+        raise SystemExit("model load failed")
+    cp = L.llama_context_default_params()
+    cp.n_ctx = n_ctx
+    cp.n_batch = n_ctx  # one decode per chunk, as llama-perplexity with -b n_ctx
+    cp.n_ubatch = args.get("n_ubatch", 512)
+    cp.n_seq_max = 1
+    if args.get("threads"):
+        cp.n_threads = cp.n_threads_batch = args["threads"]
+    if args.get("op_offload") is not None:
+        cp.op_offload = bool(args["op_offload"])
+    if args.get("flash_attn") is not None:
+        cp.flash_attn_type = {"on": 1, "off": 0, "auto": -1}[args["flash_attn"]]
+    ctx = L.llama_init_from_model(model, cp)
+    if not ctx:
+        raise SystemExit("failed to create the llama context")
+    load_s = time.perf_counter() - t0
+    vocab = L.llama_model_get_vocab(model)
+    n_vocab = L.llama_vocab_n_tokens(vocab)
+    text = Path(args["text"]).read_bytes()
+    if text.endswith(b"\n"):  # llama-perplexity -f drops one trailing newline
+        text = text[:-1]
+    add_bos = bool(L.llama_vocab_get_add_bos(vocab))
+    buf = (L.llama_token * (len(text) + 16))()
+    n = L.llama_tokenize(vocab, text, len(text), buf, len(buf), True, False)  # add_special, as common_tokenize
+    if n < 0:
+        raise SystemExit(f"tokenizing the text failed ({n})")
+    tokens = list(buf[:n])
+    n_chunks = nm.chunk_plan(len(tokens), n_ctx, args.get("max_chunks"))
+    if n_chunks < 1:
+        raise SystemExit(f"the text is {len(tokens)} tokens with this model's tokenizer; need >= {n_ctx}")
+    scored = nm.scored_positions(n_ctx)
+    logits = np.lib.format.open_memmap(out / "logits.npy", mode="w+", dtype=np.float32,
+                                       shape=(n_chunks * len(scored), n_vocab))
+    targets = []
+    mem = L.llama_get_memory(ctx)
+    batch = L.llama_batch_init(n_ctx, 0, 1)
+    row = 0
+    t1 = time.perf_counter()
+    for c in range(n_chunks):
+        chunk = tokens[c * n_ctx:(c + 1) * n_ctx]
+        if add_bos:
+            chunk[0] = L.llama_vocab_bos(vocab)
+        L.llama_memory_clear(mem, True)
+        batch.n_tokens = n_ctx
+        for i, tok in enumerate(chunk):
+            batch.token[i] = tok
+            batch.pos[i] = i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = i >= scored.start
+        if L.llama_decode(ctx, batch) != 0:
+            raise SystemExit(f"llama_decode failed on chunk {c}")
+        for i in scored:
+            ptr = L.llama_get_logits_ith(ctx, i)
+            logits[row] = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
+            targets.append(tokens[c * n_ctx + i + 1])
+            row += 1
+    eval_s = time.perf_counter() - t1
+    logits.flush()
+    finite = bool(np.isfinite(logits).all())
+    del logits
+    L.llama_batch_free(batch)
+    L.llama_free(ctx)
+    L.llama_model_free(model)
+    info = {"n_vocab": n_vocab, "n_ctx": n_ctx, "n_chunks": n_chunks, "text_tokens": len(tokens),
+            "positions": row, "add_bos": add_bos, "n_gpu_layers": args["n_gpu_layers"],
+            "n_ubatch": cp.n_ubatch, "threads": cp.n_threads, "op_offload": bool(cp.op_offload),
+            "flash_attn_type": int(cp.flash_attn_type),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "finite": finite, "load_s": round(load_s, 3), "eval_s": round(eval_s, 3)}
+    (out / "run.json").write_text(json.dumps({**info, "targets": targets}) + "\n")
+    return info
+
+
+def check_compare(args):
+    """Compare two check_logits runs (no model is loaded here)."""
+    from pathlib import Path
+
+    nm = _load_numerics()
+    return nm.compare_runs(Path(args["ref"]), Path(args["test"])).to_dict()
 
 
 def _tps(n, seconds):
@@ -336,6 +456,7 @@ def check_bench_highlevel(args):
 
 
 CHECKS = {"import": check_import, "generate": check_generate, "quantize": check_quantize, "splits": check_splits,
+          "logits": check_logits, "compare": check_compare,
           "bench_lowlevel": check_bench_lowlevel, "bench_highlevel": check_bench_highlevel}
 
 if __name__ == "__main__":

