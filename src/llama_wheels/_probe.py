@@ -175,8 +175,9 @@ def check_logits(args):
         cp.n_threads = cp.n_threads_batch = args["threads"]
     if args.get("op_offload") is not None:
         cp.op_offload = bool(args["op_offload"])
-    if args.get("flash_attn") is not None:
-        cp.flash_attn_type = {"on": 1, "off": 0, "auto": -1}[args["flash_attn"]]
+    flash = args.get("flash_attn") or ("on" if args.get("split_mode") == 3 else None)  # tensor mode needs it
+    if flash is not None:
+        cp.flash_attn_type = {"on": 1, "off": 0, "auto": -1}[flash]
     ctx = L.llama_init_from_model(model, cp)
     if not ctx:
         raise SystemExit("failed to create the llama context")

@@ -88,7 +88,7 @@ def run(options: Options, request: SmokeRequest, env: Mapping[str, str], log: Lo
     log.info("GPUs: " + (", ".join(f"{g.index}: {g.name} sm_{g.compute_cap}" for g in gpus) or "none")
              + (f" (selected from {len(present)})" if len(gpus) != len(present) else ""))
     setup = SmokeSetup(owned_subdir(options.build_dir, "smoke"), options.build_dir, model, find_python(options, env),
-                       gpus, request.require_gpu, request.port, dict(env))
+                       gpus, request.require_gpu, request.port, dict(env), options.cache_dir)
     reports = [_smoke_and_report(wheel, entry, setup, options.wheelhouse / "reports", env, log)
                for wheel, entry in targets]
     log.table("smoke summary", ["flavour", "result", "passed", "failed", "skipped/warned"], summary_rows(reports))

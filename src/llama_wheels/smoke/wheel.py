@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llama_wheels import agreement
 from llama_wheels.detect import Gpu
 from llama_wheels.log import Logger
 from llama_wheels.net import free_port
 from llama_wheels.smoke import checks
+from llama_wheels.smoke.probe import probe
 from llama_wheels.smoke.report import Recorder, SmokeReport
 from llama_wheels.smoke.server import PROMPT, smoke_server
 from llama_wheels.smoke.splits import plan_runs
@@ -30,6 +32,7 @@ class SmokeSetup:
     require_gpu: bool
     port: int | None
     env: dict[str, str]
+    cache_dir: Path | None = None  # where the embedded model (the negative control's) is cached
 
 
 def smoke_wheel(wheel: Path, entry: dict[str, Any], setup: SmokeSetup, log: Logger) -> SmokeReport:
@@ -57,7 +60,14 @@ def smoke_wheel(wheel: Path, entry: dict[str, Any], setup: SmokeSetup, log: Logg
         return rep
     rep.numbers["cpu_tok_per_s"] = cpu["tok_per_s"]
     # a mixed machine: split runs only when every selected card can run the wheel
-    _gpu_runs(wenv, runnable, len(runnable) == len(setup.gpus), gen_args, cpu, rec)
+    teacher = agreement.TeacherForced(probe, wenv.python, setup.work / f"numerics-{flavour}", wenv.env)
+    _gpu_runs(wenv, runnable, len(runnable) == len(setup.gpus), gen_args, cpu, rec, teacher, setup.model)
+    if setup.cache_dir is not None:
+        gpu_env = wenv.with_gpus(str(runnable[0].index)) if runnable else None
+        for name, status, detail, numbers, t_start in agreement.cpu_and_control_checks(
+                teacher, wenv.python, setup.cache_dir, setup.model, wenv.env, gpu_env):
+            rec.add(name, status, detail, t_start)
+            rep.numbers.setdefault("agreement", {})[name] = numbers
     if "server" in wenv.extras:
         log_path = setup.work / f"server-{flavour}.log"
         env = wenv.with_gpus(",".join(str(g.index) for g in runnable)) if runnable else wenv.env
@@ -83,7 +93,7 @@ def _gpu_checks(entry: dict[str, Any], imp: dict[str, Any], setup: SmokeSetup, r
 
 
 def _gpu_runs(wenv: WheelEnv, runnable: list[Gpu], split_ok: bool, gen_args: dict[str, Any], cpu: dict[str, Any],
-              rec: Recorder) -> None:
+              rec: Recorder, teacher: agreement.TeacherForced | None = None, model: Path | None = None) -> None:
     support = None
     if len(runnable) > 1 and split_ok:
         check, support = checks.split_support(wenv, ",".join(str(g.index) for g in runnable))
@@ -92,6 +102,15 @@ def _gpu_runs(wenv: WheelEnv, runnable: list[Gpu], split_ok: bool, gen_args: dic
     for run in runs:
         outcome = checks.gpu_run(wenv, run, gen_args, cpu)
         for c in outcome.checks:
+            if teacher is not None and model is not None and c.name.startswith("GPU vs CPU agreement"):
+                # teacher-forced, as llama-perplexity --kl-divergence judges it (agreement.py); the greedy /
+                # max-|Δlogit| result stays as information
+                t0 = time.monotonic()
+                o = teacher.check(model, wenv.with_gpus(run.visible, dict(run.env)), **run.args)
+                rec.add(c.name, o.status, f"{o.detail}; {agreement.REFERENCE_HOW}; greedy (information only): "
+                        f"{c.detail}", t0)
+                rec.report.numbers.setdefault("agreement", {})[run.name] = o.numbers
+                continue
             rec.put(c)
         if outcome.tok_per_s is not None:
             rec.report.numbers.setdefault("gpu_tok_per_s", {})[run.name] = outcome.tok_per_s
