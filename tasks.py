@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from llama_wheels.cli import main
 
 
 def _run(args: list[str]) -> None:
-    code = main(args)
+    code = main(args, env={**os.environ, "LLAMA_WHEELS_PROG": f"invoke {args[0]}"})
     if code:
         raise Exit(code=code)
 
@@ -23,16 +24,19 @@ def _run(args: list[str]) -> None:
 @task(help={
     "json": "print the report as JSON",
     "arch_set": "arch set to judge: a configured name, 'auto', or a list like 86;89",
+    "archs": "the same as --arch-set (the build's other spelling)",
     "cuda": "toolkit to judge: auto | system | pypi:13.0",
 })
-def doctor(c: Context, json: bool = False, arch_set: str | None = None, cuda: str | None = None) -> None:
+def doctor(c: Context, json: bool = False, arch_set: str | None = None, archs: str | None = None,
+           cuda: str | None = None) -> None:
     """Check compiler, CUDA toolkits, driver, GPUs and tools against the compatibility tables.
 
     Exits 0 when a build can go ahead; each problem is printed with its fix.
     """
     args = ["doctor"] + (["--json"] if json else [])
-    if arch_set is not None:  # an empty value is passed on, so the parser refuses it
-        args += ["--archs", arch_set]  # the parser takes a set name, 'auto' or an arch list alike
+    spec = arch_set if arch_set is not None else archs
+    if spec is not None:  # an empty value is passed on, so the parser refuses it
+        args += ["--arch-set", spec]  # the parser takes a set name, 'auto' or an arch list alike
     if cuda is not None:
         args += ["--cuda", cuda]
     _run(args)

@@ -17,7 +17,7 @@ from typing import Any
 
 from llama_wheels.config import non_empty, positive_int
 from llama_wheels.errors import ConfigError, FatalError
-from llama_wheels.log import Logger
+from llama_wheels.log import Logger, fmt_seconds
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,15 +55,26 @@ def _facts(options: Any, env: Mapping[str, str]) -> Any:
     return gather(env, python_versions=[options.python], pypi_roots=roots, disk_path=options.build_dir)
 
 
-def add_build_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--arch-set", metavar="NAME", type=non_empty, help="a configured arch set, or 'auto' (default)")
-    g.add_argument("--archs", metavar="LIST", type=non_empty, help='explicit archs, e.g. "86;89;120"')
-    p.add_argument("--cuda", type=non_empty, help="auto | system | pypi:13.0")
+def add_build_args(p: argparse.ArgumentParser, *, repeatable: bool = True) -> None:
+    more = "; repeat it to build several sets in one run" if repeatable else ""
+    p.add_argument("--arch-set", "--archs", dest="arch_sets", action="append", metavar="NAME|LIST", type=non_empty,
+                   help="a configured arch set (universal, hopper, ...), 'auto' (the GPUs here; the default), "
+                        f"or a list like \"86;89;120\"{more}. CMAKE_CUDA_ARCHITECTURES in CMAKE_ARGS is "
+                        "used when this is not given")
+    p.add_argument("--cuda", type=non_empty,
+                   help="the toolkit: auto (a complete system one, else PyPI), system, or pypi:13.0")
+
+
+def one_arch_spec(args: argparse.Namespace, what: str) -> str | None:
+    specs = args.arch_sets or []
+    if len(specs) > 1:
+        raise ConfigError(f"{what} takes one arch set, got {len(specs)}", "give --arch-set once")
+    return specs[0] if specs else None
 
 
 def add_cache_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache-backend", choices=["ccache", "sccache", "none"])
+    p.add_argument("--cache-backend", choices=["ccache", "sccache", "none"],
+                   help="the compiler cache (default: [tool.llama-wheels.cache] backend, ccache)")
     p.add_argument("--cache-remote", metavar="URL", help="shared compiler cache: redis://, http(s)://, file:")
     p.add_argument("--cache-read-only", action="store_true", default=None,
                    help="use the remote cache without writing to it (pull requests)")
@@ -86,7 +97,7 @@ def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], log: Logger) ->
 
     options = _options({"cuda": args.cuda}, env, log, quiet=True)
     facts = _facts(options, env)
-    diag = doctor.diagnose(options, facts, arch_spec=args.archs or args.arch_set, cuda=args.cuda)
+    diag = doctor.diagnose(options, facts, arch_spec=one_arch_spec(args, "doctor"), cuda=args.cuda)
     if options.compiler_cache.dist_scheduler:
         diag.verdicts.append(_farm_verdict(options, env))
     print(doctor.report_json(facts, diag) if args.json else doctor.render(facts, diag))
@@ -107,18 +118,29 @@ def _farm_verdict(options: Any, env: Mapping[str, str]) -> Any:
 
 
 def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    from llama_wheels import build, doctor, plan
+    from llama_wheels import build, cmakeargs, cost, doctor, manifest, plan, sdist
 
     options = _options({"cuda": args.cuda, "cuda-runtime": args.cuda_runtime, **cache_cli(args)}, env, log)
     for v in args.variant or []:
         options.variant(v)  # unknown variant: fail now, with did-you-mean
+    user = cmakeargs.from_environment(env, cuda=not args.cpu, arch_flag_given=bool(args.arch_sets))
+    for note in user.notes:
+        log.info(f"note: {note}")
+    specs: list[tuple[str | None, str]] = [(s, "") for s in args.arch_sets or []]
+    if not specs:
+        specs = [(user.archs, f"from CMAKE_ARGS: CMAKE_CUDA_ARCHITECTURES={user.archs}") if user.archs else (None, "")]
+    if args.cpu:
+        specs = [(None, "")]
     facts = _facts(options, env)
-    diag = doctor.diagnose(options, facts, arch_spec=args.archs or args.arch_set, cuda=args.cuda,
-                           cpu_only=args.cpu, all_from_source=args.all_from_source)
-    for v in diag.verdicts:
-        if v.level in ("fail", "warn") or v.topic in ("arch set", "cuda toolkit"):
-            log.info(f"  [{v.level}] {v.topic}: {v.message}")
-    doctor.preflight(diag)
+    diags = [doctor.diagnose(options, facts, arch_spec=spec, cuda=args.cuda, cpu_only=args.cpu,
+                             all_from_source=args.all_from_source, arch_source=source) for spec, source in specs]
+    for diag in diags:
+        for v in diag.verdicts:
+            if v.level in ("fail", "warn") or v.topic in ("arch set", "cuda toolkit"):
+                log.info(f"  [{v.level}] {v.topic}: {v.message}")
+    for diag in diags:
+        doctor.preflight(diag)
+    diag = diags[0]
     from llama_wheels import compcache
 
     if not args.dry_run and not compcache.check_remote(options, args.require_remote_cache, log.warning) \
@@ -133,20 +155,59 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
         if st is not None and st.state == "ok":
             log.info(f"build farm: {st.describe()}")
     # No host probing here: VMM, NCCL and the other host-decided ggml options come from the config (policy).
-    steps = plan.make_plan(options, arch_set=None if args.cpu else diag.arch_set, toolkit=diag.toolkit,
-                           variants=args.variant, launcher=launcher, jobs=args.jobs,
-                           cuda_runtime=args.cuda_runtime, windows=os.name == "nt")
+    steps: list[plan.BuildStep] = []
+    for d in diags:
+        for step in plan.make_plan(options, arch_set=None if args.cpu else d.arch_set, toolkit=d.toolkit,
+                                   variants=args.variant, launcher=launcher, jobs=args.jobs,
+                                   cuda_runtime=args.cuda_runtime, windows=os.name == "nt",
+                                   user_args=user.passthrough):
+            if any(s.flavour == step.flavour for s in steps):
+                log.info(f"note: {step.flavour} is asked for twice; built once")
+                continue
+            steps.append(step)
     log.info(f"plan: {len(steps)} compile(s) for {sum(len(s.variants) for s in steps)} variant(s)"
              + ("" if launcher else " (no compiler cache found)"))
     for s in steps:
         for line in s.describe():
             log.info(line)
+    sdist_cached = (options.cache_dir / "sdist" / sdist.sdist_name(options.llama_cpp_python)).exists()
+    cost_lines, estimates = cost.plan_lines(steps, manifest.entries(options.wheelhouse), cache_dir=options.cache_dir,
+                                            sdist_cached=sdist_cached, offline=args.offline, jobs=args.jobs)
+    for line in cost_lines:
+        log.info(line)
     if args.dry_run:
         log.info("dry run: nothing was built")
         return 0
-    build.execute(steps, options, base_env=env, log=log, launcher=launcher, offline=args.offline,
-                  keep_going=args.keep_going, frontend=args.frontend, all_from_source=args.all_from_source)
+    results = build.execute(steps, options, base_env=env, log=log, launcher=launcher, offline=args.offline,
+                            keep_going=args.keep_going, frontend=args.frontend,
+                            all_from_source=args.all_from_source)
+    for r in results:
+        est = estimates.get(r.step.flavour)
+        if est is not None:
+            log.info(f"{r.step.flavour}: estimate {est.describe()}, actual {fmt_seconds(r.seconds)} "
+                     f"({r.cpu_seconds:,.0f} CPU-s, cache {r.cache.describe()})")
+    for line in install_lines(results, options):
+        log.info(line)
     return 0
+
+
+def install_lines(results: Sequence[Any], options: Any) -> list[str]:
+    """The exact pip line for each built wheel: here, from the wheelhouse alone."""
+    lines = []
+    for r in results:
+        if not r.ok:
+            continue
+        extras = f"[{','.join(r.step.extras)}]" if r.step.extras else ""
+        try:
+            folder = r.step.out_dir.relative_to(Path.cwd())
+        except ValueError:
+            folder = r.step.out_dir
+        lines.append(f"install it: pip install --no-index --find-links {folder} "
+                     f"\"llama-cpp-python{extras}=={r.step.version}\"")
+    if lines:
+        lines.append("serve a model with it: nox -s serve -- --model YOUR.gguf"
+                     + (f" --flavour {results[0].step.flavour}" if len(lines) > 1 else ""))
+    return lines
 
 
 def cmd_clean_temp(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
@@ -230,7 +291,7 @@ def cmd_cibuildwheel(args: argparse.Namespace, env: Mapping[str, str], log: Logg
     from llama_wheels.clean import owned_subdir
 
     options = _options({}, env, log)
-    spec = args.archs or args.arch_set or options.default_arch_set
+    spec = one_arch_spec(args, "cibuildwheel") or options.default_arch_set
     from llama_wheels.archs import parse_arch_set
 
     arch_set = parse_arch_set(spec, options.arch_sets, ptx=options.ptx)
@@ -292,44 +353,67 @@ def cmd_farm(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> i
     return 0
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="llama-wheels", description=__doc__)
+BUILD_EXAMPLES = """examples:
+  nox -s build_cuda -- --dry-run                          the plan and its cost, nothing built
+  nox -s build_cuda -- --archs "86;89;120"                the guide's universal wheel
+  nox -s build_cuda -- --arch-set ampere --arch-set hopper  two wheels in one run
+  CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=89" nox -s build_cuda   the guide's way of choosing archs
+  nox -s build_cpu                                        no CUDA
+"""
+
+
+def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The parser. LLAMA_WHEELS_PROG (set by the nox sessions and invoke tasks) names the command the
+    user typed, e.g. ``nox -s build_cuda --``, in usage lines and errors."""
+    p = _Parser(prog="python -m llama_wheels", description=(__doc__ or "").replace("``", "'")
+                .replace(":class:`FatalError`", "errors"))
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     d = sub.add_parser("doctor", help="check the toolchain against the tables; exit 0 if a build can go ahead")
-    add_build_args(d)
-    d.add_argument("--json", action="store_true")
+    add_build_args(d, repeatable=False)
+    d.add_argument("--json", action="store_true", help="print the report as JSON")
     d.set_defaults(func=cmd_doctor)
 
-    b = sub.add_parser("build", help="plan and run the builds into the wheelhouse")
+    b = sub.add_parser("build", help="plan and run the builds into the wheelhouse",
+                       description="Preflight (the doctor), a plan with its cost (--dry-run stops there), then one\n"
+                                   "compile per arch set x CMake-flag set into wheelhouse/<flavour>/. CMAKE_ARGS\n"
+                                   "from the environment is read: its CMAKE_CUDA_ARCHITECTURES is the arch set,\n"
+                                   "other flags are passed to CMake and change the wheel's label.",
+                       epilog=BUILD_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_build_args(b)
-    b.add_argument("--cpu", action="store_true", help="CUDA off (the build_cpu session)")
+    b.add_argument("--cpu", action="store_true", help="CUDA off (what nox -s build_cpu runs)")
     b.add_argument("--variant", action="append", metavar="NAME", help="repeatable; default: all configured")
-    b.add_argument("--cuda-runtime", choices=["pip", "system", "bundle"])
-    b.add_argument("--jobs", type=positive_int, metavar="N")
-    b.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    b.add_argument("--cuda-runtime", choices=["pip", "system", "bundle"],
+                   help="where the wheel finds the CUDA runtime and cuBLAS: pip (depends on NVIDIA's wheels, "
+                        "the default), system (a toolkit the user installs), bundle (copied into the wheel); "
+                        "the driver is always the user's")
+    b.add_argument("--jobs", type=positive_int, metavar="N", help="parallel compile jobs (default: every core)")
+    b.add_argument("--dry-run", action="store_true", help="print the plan and its cost, then stop")
     b.add_argument("--offline", action="store_true", help="use only the prefetch folder; no network")
-    b.add_argument("--keep-going", action="store_true")
+    b.add_argument("--keep-going", action="store_true",
+                   help="after a failed compile, still build the other steps (the run fails at the end)")
     b.add_argument("--all-from-source", action="store_true",
                    help="also compile every dependency from source, as the guide's --no-binary :all: (needs Rust)")
-    b.add_argument("--frontend", choices=["build", "pip"], default="build")
+    b.add_argument("--frontend", choices=["build", "pip"], default="build",
+                   help="python -m build (default), or pip wheel as the guide does; the same wheel either way")
     add_cache_args(b)
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("clean-temp", help="remove only what llama-wheels created in its build dir; purge pip's cache")
-    c.add_argument("--dry-run", action="store_true")
+    c.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     c.add_argument("--root", help="the build/temp dir to empty (default: build-dir)")
-    c.add_argument("--no-pip-cache", action="store_true")
+    c.add_argument("--keep-pip-cache", "--no-pip-cache", dest="no_pip_cache", action="store_true",
+                   help="do not purge pip's cache")
     c.set_defaults(func=cmd_clean_temp)
 
     k = sub.add_parser("check-wheels", help="check every wheel in the wheelhouse (or the given ones)")
-    k.add_argument("wheels", nargs="*")
+    k.add_argument("wheels", nargs="*", help="wheel files (default: the whole wheelhouse)")
     k.add_argument("--offline", action="store_true", help="accepted for symmetry; the check never uses the network")
     k.set_defaults(func=cmd_check_wheels)
 
     f = sub.add_parser("prefetch", help="gather all a build and smoke test need into one carryable folder")
-    f.add_argument("--dest")
+    f.add_argument("--dest", help="the folder to fill (default: prefetch-dir, .prefetch/)")
     f.add_argument("--full", action="store_true", help="keep the full 77 MB sdist instead of the slim one")
     f.add_argument("--python-version", help="wheels for this Python (default: the configured one)")
     f.add_argument("--platform", action="append", help="pip --platform tags (repeatable)")
@@ -352,7 +436,7 @@ def make_parser() -> argparse.ArgumentParser:
     cs = sub.add_parser("cache-stats", help="compiler cache: where it is, its size and hit counters")
     cs.set_defaults(func=cmd_cache)
     cc = sub.add_parser("cache-clear", help="empty the local compiler cache (never the remote)")
-    cc.add_argument("--dry-run", action="store_true")
+    cc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     cc.set_defaults(func=cmd_cache)
 
     i = sub.add_parser("index", help="write the static index (per flavour + combined) under wheelhouse/index/")
@@ -372,10 +456,10 @@ def make_parser() -> argparse.ArgumentParser:
     u.set_defaults(func=cmd_publish)
 
     w = sub.add_parser("cibuildwheel", help="the container/Windows release route, configured in [tool.cibuildwheel]")
-    add_build_args(w)
-    w.add_argument("--platform", choices=["linux", "windows"], default="linux")
+    add_build_args(w, repeatable=False)
+    w.add_argument("--platform", choices=["linux", "windows"], default="linux", help="cibuildwheel's platform")
     w.add_argument("--print-build-identifiers", action="store_true", help="show what would be built, build nothing")
-    w.add_argument("--offline", action="store_true")
+    w.add_argument("--offline", action="store_true", help="use the prefetched sdist; no network")
     w.set_defaults(func=cmd_cibuildwheel)
 
     from llama_wheels import bench, crosscheck, smoke
@@ -383,6 +467,14 @@ def make_parser() -> argparse.ArgumentParser:
     smoke.add_parser(sub).set_defaults(func=cmd_smoke)
     bench.add_parser(sub).set_defaults(func=cmd_bench)
     crosscheck.add_parser(sub)
+    from llama_wheels import serve
+
+    serve.add_parser(sub)
+    prog = (env or {}).get("LLAMA_WHEELS_PROG", "")
+    if prog:  # one command per session/task: its parser and the top one (unknown flags) both say it
+        p.prog = prog
+        for sp in sub.choices.values():
+            sp.prog = prog
     return p
 
 
@@ -405,7 +497,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     log = Logger(env)
     debug = env.get("LLAMA_WHEELS_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        args = make_parser().parse_args(argv)
+        args = make_parser(env).parse_args(argv)
         return int(args.func(args, env, log))
     except FatalError as exc:
         if debug:

@@ -59,7 +59,7 @@ CACHE_KEYS: dict[str, type] = {"backend": str, "local-dir": str, "size": str, "r
                                "dist-scheduler": str}
 SCALAR_KEYS = tuple(k for k, v in DEFAULTS.items() if not isinstance(v, dict))
 #: Environment variables with our prefix that are not options.
-ENV_NON_OPTIONS = frozenset({"LLAMA_WHEELS_DEBUG", "LLAMA_WHEELS_ROOT",
+ENV_NON_OPTIONS = frozenset({"LLAMA_WHEELS_DEBUG", "LLAMA_WHEELS_ROOT", "LLAMA_WHEELS_PROG",
                              # build farm secrets: read from the environment only, never from a file of ours
                              "LLAMA_WHEELS_DIST_TOKEN", "LLAMA_WHEELS_DIST_SERVER_TOKEN"})
 VARIANT_KEYS = frozenset({"extras", "cmake-args", "ggml"})

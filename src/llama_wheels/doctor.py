@@ -59,10 +59,10 @@ class Diagnosis:
         return [v for v in self.verdicts if v.level == "fail"]
 
 
-def resolve_arch_set(spec: str | None, options: Options, facts: Facts) -> ArchSet:
+def resolve_arch_set(spec: str | None, options: Options, facts: Facts, source: str = "") -> ArchSet:
     """``auto`` (or nothing) = the GPUs present, else the configured default set, saying which."""
     if spec and spec != "auto":
-        return parse_arch_set(spec, options.arch_sets, ptx=options.ptx)
+        return parse_arch_set(spec, options.arch_sets, ptx=options.ptx, source=source)
     if facts.gpus:
         caps = sorted({g.compute_cap for g in facts.gpus})
         names = ", ".join(sorted({f"{g.name} (sm_{g.compute_cap})" for g in facts.gpus}))
@@ -148,7 +148,7 @@ def _compiler_verdict(facts: Facts, cuda: Version | None) -> Verdict:
 
 
 def diagnose(options: Options, facts: Facts, *, arch_spec: str | None, cuda: str | None,
-             cpu_only: bool = False, all_from_source: bool = False) -> Diagnosis:
+             cpu_only: bool = False, all_from_source: bool = False, arch_source: str = "") -> Diagnosis:
     v: list[Verdict] = []
     py = options.python
     if py in facts.pythons:
@@ -160,7 +160,7 @@ def diagnose(options: Options, facts: Facts, *, arch_spec: str | None, cuda: str
     choice = ToolkitChoice("none", None, None, "CPU-only build")
     if not cpu_only:
         try:
-            arch_set = resolve_arch_set(arch_spec, options, facts)
+            arch_set = resolve_arch_set(arch_spec, options, facts, arch_source)
         except ConfigError as exc:
             v.append(Verdict("fail", "arch set", exc.message, exc.remedy))
         choice = choose_toolkit(cuda or options.cuda, facts)

@@ -11,6 +11,7 @@ dir. The same config gives the same CMAKE_ARGS on every machine.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 from collections.abc import Mapping, Sequence
@@ -79,11 +80,18 @@ def ccache_env(options: Options) -> dict[str, str]:
     return env_for(options)
 
 
+def extra_hash(extra: Sequence[str]) -> str:
+    """Six hex digits naming a set of extra CMake flags (order kept: CMake's last -D wins)."""
+    return hashlib.sha256(shlex.join(extra).encode()).hexdigest()[:6]
+
+
 def flavour_name(toolkit: ToolkitChoice, arch_set: ArchSet | None, suffix: str = "",
-                 tokens: Sequence[str] = ()) -> str:
-    """cu130-sm90, cpu; non-default ggml options add tokens (cu130-sm90-nccl), then the variant suffix."""
+                 tokens: Sequence[str] = (), extra: Sequence[str] = ()) -> str:
+    """cu130-sm90, cpu; non-default ggml options add tokens (cu130-sm90-nccl), then the variant suffix;
+    any extra CMake flags (configured, a variant's, CMAKE_ARGS) add ``x<hash>``, so two different builds
+    never share a filename."""
     base = "cpu" if arch_set is None else f"{toolkit.tag}-{arch_set.token}"
-    return "-".join([base, *tokens, *([suffix] if suffix else [])])
+    return "-".join([base, *tokens, *([suffix] if suffix else []), *([f"x{extra_hash(extra)}"] if extra else [])])
 
 
 GroupKey = tuple[tuple[str, ...], tuple[tuple[str, bool | str], ...]]
@@ -128,12 +136,19 @@ def make_plan(
     cuda_runtime: str | None = None,
     windows: bool = False,
     link_stub: bool = True,
+    user_args: Sequence[str] = (),
 ) -> list[BuildStep]:
     """The build steps for ``arch_set`` (None = CPU) and the chosen variants (None = all).
 
     ``link_stub=False``: VMM builds find the driver stub in the toolkit (a pinned container image's
     ``lib64/stubs``, the cibuildwheel route) instead of the one we generate under the build dir.
+    ``user_args``: flags from the user's CMAKE_ARGS, already checked (see cmakeargs.from_environment).
+    Configured and variant flags that conflict with ours are refused here (ConfigError).
     """
+    from llama_wheels.cmakeargs import check_extra
+
+    cuda = arch_set is not None
+    configured, _ = check_extra(options.cmake_args, cuda=cuda, where="cmake-args")
     chosen = [options.variant(n) for n in variants] if variants else list(options.variants)
     root = None
     if arch_set is not None and toolkit.source == "pypi" and toolkit.version:
@@ -145,7 +160,9 @@ def make_plan(
     for (flags, overrides), members in groups:
         host = resolve(options.ggml, dict(overrides), [*flags, *options.cmake_args], cuda=arch_set is not None)
         suffix = "-".join(v.name for v in members) if flags and len(groups) > 1 else ""
-        flavour = flavour_name(toolkit, arch_set, suffix, host.label_tokens())
+        own, _ = check_extra(flags, cuda=cuda, where=f"variant {members[0].name} cmake-args")
+        extra = [*own, *configured, *user_args]
+        flavour = flavour_name(toolkit, arch_set, suffix, host.label_tokens(), extra)
         label = flavour.replace("-", ".")
         nccl = None
         if host.nccl:
@@ -159,7 +176,7 @@ def make_plan(
         stub = driver_stub_dir(options.build_dir) if host.vmm and link_stub and not windows else None
         args = cmake_args_for(arch_set, root if toolkit.source == "pypi" else None, launcher=launcher,
                               host=host, windows=windows, nccl=nccl, driver_stub=stub)
-        args += [*flags, *options.cmake_args]
+        args += extra
         tmp = options.build_dir / "tmp"
         env = {
             "CMAKE_ARGS": shlex.join(args),

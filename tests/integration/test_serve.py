@@ -1,0 +1,98 @@
+"""`nox -s serve`: the guide's last step with the CPU wheel of the shared fixture, a real server, real HTTP."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from .conftest import ROOT, free_port
+
+
+def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+    q: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            q.put(line)
+        q.put("")  # EOF
+
+    threading.Thread(target=pump, daemon=True).start()
+    return q
+
+
+def _wait_for(q: queue.Queue[str], needle: str, timeout: float, seen: list[str]) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = q.get(timeout=1)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if needle in line:
+            return line
+        assert line, "serve exited early:\n" + "".join(seen[-30:])
+    raise AssertionError(f"no '{needle}' within {timeout} s:\n" + "".join(seen[-30:]))
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_serve_starts_answers_docs_and_stops_on_ctrl_c(cpu_build: Path, lw_env: dict[str, str], work: Path) -> None:
+    from llama_wheels.model import cached_model
+
+    model = cached_model(work / "model-cache")
+    port = free_port()
+    env = {**lw_env, "LLAMA_WHEELS_PROG": "nox -s serve --"}
+    proc = subprocess.Popen([sys.executable, "-m", "llama_wheels", "serve", "--model", str(model), "--flavour", "cpu",
+                             "--port", str(port), "--n-gpu-layers", "0"], env=env, cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    seen: list[str] = []
+    try:
+        q = _lines(proc)
+        line = _wait_for(q, "API docs: ", 900, seen)
+        url = line.split("API docs: ", 1)[1].split()[0]
+        assert url == f"http://127.0.0.1:{port}/docs"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            assert resp.status == 200 and b"swagger" in resp.read().lower()
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert proc.wait(timeout=60) == 0, "".join(seen[-30:])
+        _wait_for(q, "server stopped", 10, seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 10
+    while not _port_free(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _port_free(port), "the server still holds the port after Ctrl-C"
+
+
+def test_serve_needs_a_real_model(lw_env: dict[str, str], tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "llama_wheels", "serve", "--model", str(tmp_path / "nope.gguf")],
+                         env={**lw_env, "LLAMA_WHEELS_PROG": "nox -s serve --"}, cwd=ROOT, text=True,
+                         capture_output=True, check=False)
+    assert res.returncode == 2 and "nope.gguf does not exist" in res.stderr + res.stdout
+    assert "Traceback" not in res.stderr
+
+
+def test_build_ends_with_estimate_vs_actual_and_the_pip_line(cpu_build: Path, work: Path) -> None:
+    log = (work / "build_cpu.log").read_text()
+    tail = log[log.index("build summary"):]
+    assert "cost:" in log and f"cpu: {cpu_build.name}" in log  # the plan named the wheel before it existed
+    assert "cpu: estimate ~" in tail and ", actual " in tail
+    line = next(ln for ln in tail.splitlines() if "install it: " in ln)
+    assert f'pip install --no-index --find-links {cpu_build.parent} "llama-cpp-python[server]==' in line
