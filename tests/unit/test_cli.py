@@ -28,9 +28,9 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str], **env: str) -> tupl
     (["build", "--jobs", "many"], 2, "'many' is not a whole number"),
     (["build", "--jobs", "0", "--dry-run"], 2, "--jobs: 0 is not >= 1"),
     (["build", "--jobs", "-3", "--dry-run"], 2, "--jobs: -3 is not >= 1"),
-    (["build", "--archs", "", "--dry-run"], 2, "--archs: an empty value is not allowed"),
+    (["build", "--archs", "", "--dry-run"], 2, "--arch-set/--archs: an empty value is not allowed"),
     (["build", "--arch-set", " ", "--dry-run"], 2, "--arch-set/--archs: an empty value is not allowed"),
-    (["doctor", "--archs", ""], 2, "--archs: an empty value is not allowed"),
+    (["doctor", "--archs", ""], 2, "--arch-set/--archs: an empty value is not allowed"),
     (["clean-temp", "--root", "/", "--dry-run"], 10, "filesystem or drive root"),
     (["frobnicate"], 2, "invalid choice"),
 ])
