@@ -174,3 +174,30 @@ def driver_verdict(driver_cuda: Version, runtime: Version) -> tuple[str, str]:
                         "compatibility, but PTX from the newer toolkit cannot be JIT-compiled")
     return "fail", (f"driver supports CUDA {vstr(driver_cuda)} only; a CUDA {runtime[0]}.x wheel needs a driver "
                     f"for CUDA >= {runtime[0]}.0")
+
+
+# --- Fatbin compression -> driver floor ----------------------------------------------------------
+# Source: nvcc documentation, --compress-mode (new in CUDA 12.8): "This option is not compatible with
+# drivers released before CUDA Toolkit's 12.4 Release" (quoted in ml-explore/mlx#2407; ollama#12258 saw
+# "device kernel image is invalid" on older drivers). llama.cpp passes -compress-mode=
+# ${GGML_CUDA_COMPRESSION_MODE} (default "size") when the toolkit is >= 12.8 (ggml-org/llama.cpp#12029);
+# our compile lines show -compress-mode=size (shared/FACTS.md).
+COMPRESS_MODE_MIN_CUDA: dict[str, Version] = {"size": (12, 4), "speed": (12, 4), "balance": (12, 4)}
+LLAMA_CPP_COMPRESSION = ("size", (12, 8))  # (default mode, first toolkit that gets the flag)
+
+
+def compression_mode(cuda: Version, cmake_args: list[str]) -> str | None:
+    """The -compress-mode a llama.cpp CUDA build used: from GGML_CUDA_COMPRESSION_MODE, else the default."""
+    for arg in cmake_args:
+        if arg.startswith("-DGGML_CUDA_COMPRESSION_MODE="):
+            return arg.split("=", 1)[1] or None
+    mode, since = LLAMA_CPP_COMPRESSION
+    return mode if cuda >= since else None
+
+
+def min_driver(runtime: Version, compress_mode: str | None) -> DriverRow | None:
+    """The oldest driver that runs a wheel of CUDA ``runtime``: its major's first release, raised to the
+    compression mode's floor."""
+    floor = max((runtime[0], 0), COMPRESS_MODE_MIN_CUDA.get(compress_mode or "", (0, 0)))
+    rows = [r for r in DRIVER_TABLE if r.cuda >= floor]
+    return rows[0] if rows else None  # newer than the table: unknown

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llama_wheels.archs import ArchSet
+from llama_wheels.selector import ptx_runs, sass_runs  # the rules: one copy, in the stdlib-only selector
 
 CoverageKind = Literal["native", "ptx-jit", "cannot-run"]
 
@@ -22,24 +23,12 @@ class Coverage:
     message: str
 
 
-def _sass_runs(arch_number: int, feature: str, gpu: int) -> bool:
-    if feature == "a":
-        return arch_number == gpu
-    return arch_number // 10 == gpu // 10 and arch_number % 10 <= gpu % 10
-
-
-def _ptx_runs(arch_number: int, feature: str, gpu: int) -> bool:
-    if feature in ("a", "f"):
-        return arch_number == gpu if feature == "a" else (arch_number // 10 == gpu // 10 and arch_number <= gpu)
-    return arch_number <= gpu
-
-
 def coverage_verdict(gpu_cc: int, archs: ArchSet) -> Coverage:
-    sass = [a for a in archs.archs if a.has_sass and _sass_runs(a.number, a.feature, gpu_cc)]
+    sass = [a for a in archs.archs if a.has_sass and sass_runs(a.number, a.feature, gpu_cc)]
     if sass:
         best = max(sass)
         return Coverage("native", f"native code (sm_{best.name} cubin)")
-    ptx = [a for a in archs.archs if a.has_ptx and _ptx_runs(a.number, a.feature, gpu_cc)]
+    ptx = [a for a in archs.archs if a.has_ptx and ptx_runs(a.number, a.feature, gpu_cc)]
     if ptx:
         best = max(ptx)
         return Coverage("ptx-jit", f"no sm_{gpu_cc} cubin; runs by JIT-compiling compute_{best.name} PTX "

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from llama_wheels import cmd
-from llama_wheels.compat import Version, parse_version, visual_studio_for
+from llama_wheels import cmd, selector  # selector: the nvidia-smi parsers, shared with the served script
+from llama_wheels.compat import Version, visual_studio_for
 from llama_wheels.errors import FatalError
 
 # ---------------------------------------------------------------- parsers (pure) ----------------
@@ -119,23 +119,12 @@ class Gpu:
 
 def parse_nvidia_smi_csv(text: str) -> list[Gpu]:
     """``nvidia-smi --query-gpu=index,name,compute_cap,driver_version,memory.total --format=csv,noheader``."""
-    gpus = []
-    for line in text.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 5 or not parts[0].isdigit():
-            continue
-        cc = parts[2].split(".")
-        if len(cc) != 2 or not all(c.isdigit() for c in cc):
-            continue
-        mem = re.match(r"(\d+)", parts[4])
-        gpus.append(Gpu(int(parts[0]), parts[1], int(cc[0]) * 10 + int(cc[1]), parts[3], int(mem[1]) if mem else 0))
-    return gpus
+    return [Gpu(*row) for row in selector.parse_smi_csv(text)]
 
 
 def parse_nvidia_smi_banner(text: str) -> tuple[str, Version] | None:
     """Plain ``nvidia-smi``: ``Driver Version: 580.159.04   CUDA Version: 13.0``."""
-    m = re.search(r"Driver Version:\s*([\d.]+)\s+CUDA Version:\s*(\d+\.\d+)", text)
-    return (m[1], parse_version(m[2])) if m else None
+    return selector.parse_smi_banner(text)
 
 
 def toolkit_version_from_path(path: str) -> Version | None:

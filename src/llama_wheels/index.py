@@ -26,7 +26,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from llama_wheels import manifest
+from llama_wheels import catalogue, manifest
 from llama_wheels.errors import FatalError
 from llama_wheels.sdist import sha256_file as _sha
 from llama_wheels.wheels import DamagedWheel, verify
@@ -115,16 +115,18 @@ def validate(wheelhouse: Path, current: dict[str, list[Path]], files_dir: Path) 
 
 
 def build_index(wheelhouse: Path, *, base_url: str | None = None, prune: bool = False,
-                flavours: list[str] | None = None) -> dict[str, Any]:
+                flavours: list[str] | None = None, extra_catalogue: Path | None = None) -> dict[str, Any]:
     """Publish the wheelhouse's wheels into the index and regenerate every page. Returns a summary.
 
     Runs under the wheelhouse lock. Every wheel is validated first; if any is damaged or conflicts,
     nothing is copied. Each copy appears atomically."""
     with manifest.lock(wheelhouse):
-        return _build_index(wheelhouse, base_url=base_url, prune=prune, flavours=flavours)
+        return _build_index(wheelhouse, base_url=base_url, prune=prune, flavours=flavours,
+                            extra_catalogue=extra_catalogue)
 
 
-def _build_index(wheelhouse: Path, *, base_url: str | None, prune: bool, flavours: list[str] | None) -> dict[str, Any]:
+def _build_index(wheelhouse: Path, *, base_url: str | None, prune: bool, flavours: list[str] | None,
+                 extra_catalogue: Path | None = None) -> dict[str, Any]:
     root = wheelhouse / "index"
     files_dir = root / "files"
     state_path = root / "state.json"
@@ -168,6 +170,7 @@ def _build_index(wheelhouse: Path, *, base_url: str | None, prune: bool, flavour
     pages: list[tuple[str, list[str]]] = [*state.items(), (COMBINED, sorted(infos))]
     for flavour, listed in pages:
         _write_flavour(root / flavour, [infos[n] for n in listed], base_url, flavour)
+    catalogue.write(root, wheelhouse, state, base_url, extra_catalogue)  # flavours.json + selector (#18)
     return {"added": added, "kept": kept, "pruned": sorted(set(pruned)), "flavours": list(state),
             "files": len(infos)}
 
