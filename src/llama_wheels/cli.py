@@ -260,11 +260,38 @@ def cmd_index(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
             s = seed(options.wheelhouse / "index", Path(args.seed_from))
         log.info(f"seeded from {args.seed_from}: {s['files']} published file(s) in {s['flavours']} flavour(s), "
                  f"{s['copied']} copied")
-    summary = build_index(options.wheelhouse, base_url=args.base_url, prune=args.prune, flavours=args.flavour)
+    summary = build_index(options.wheelhouse, base_url=args.base_url, prune=args.prune, flavours=args.flavour,
+                          extra_catalogue=Path(args.extra_catalogue) if args.extra_catalogue else None)
+    if args.variants:
+        from llama_wheels import variants
+
+        variants.publish(options.wheelhouse, base_url=args.base_url, env=env, log=log)
     log.table("index", ["flavours", "files", "added", "kept", "pruned"],
               [[", ".join(summary["flavours"]), str(summary["files"]), str(len(summary["added"])),
                 str(summary["kept"]), str(len(summary["pruned"]))]])
     return 0
+
+
+def cmd_select(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    """The served selector, with our subprocess wrapper and the local index as the default."""
+    from llama_wheels import cmd, selector
+
+    options = _options({}, env, log, quiet=True)
+
+    def probe(argv: list[str]) -> str | None:
+        try:
+            res = cmd.run(argv, env=env, capture=True, check=False, quiet=True, timeout=30)
+        except FatalError:
+            return None
+        return res.stdout if res.returncode == 0 else None
+
+    try:
+        return selector.run(args, runner=probe, install=lambda argv: cmd.run(argv, env=env, check=False).returncode,
+                            default_index=str(options.wheelhouse / "index"))
+    except selector.SelectError as exc:
+        err = FatalError(exc.message, exc.remedy)
+        err.return_code = exc.return_code
+        raise err from None
 
 
 def cmd_publish(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
@@ -446,7 +473,17 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     i.add_argument("--offline", action="store_true", help="accepted for symmetry; indexing never uses the network")
     i.add_argument("--seed-from", metavar="DIR",
                    help="the published index folder (the --sync-to target): list its files too (fresh checkouts)")
+    i.add_argument("--extra-catalogue", metavar="JSON",
+                   help="flavours to list in flavours.json without wheels here (same shape as flavours.json)")
+    i.add_argument("--variants", action="store_true",
+                   help="also write PEP 825 variant copies of the CUDA wheels into index/variants/ (needs variantlib)")
     i.set_defaults(func=cmd_index)
+
+    from llama_wheels import selector
+
+    sel = sub.add_parser("select", help="pick the flavour for this machine's GPUs and driver; print or run pip")
+    selector.add_arguments(sel)
+    sel.set_defaults(func=cmd_select)
 
     u = sub.add_parser("publish", help="upload with twine and/or sync the static index to a folder")
     u.add_argument("--repository-url", help="a PyPI-compatible upload URL (credentials: TWINE_* env or keyring)")

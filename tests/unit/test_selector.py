@@ -1,0 +1,268 @@
+"""The selector's choice on recorded nvidia-smi / NVML output, against a catalogue that `build_index` wrote
+from small real wheels and build-shaped manifest entries."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llama_wheels import catalogue, selector
+from llama_wheels.index import build_index
+
+from ._catalogue_house import make_house
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tools"
+LINUX = ("linux", "x86_64", (2, 36))
+
+
+def fits(wheel: dict[str, Any]) -> bool:
+    return selector.wheel_fits(wheel, machine_tags=LINUX)
+
+
+def smi(query: str | None, banner: str | None = None) -> selector.Runner:
+    """nvidia-smi as recorded: the query CSV and the plain banner; None = the tool is not there."""
+    def run(argv: list[str]) -> str | None:
+        if argv == selector.SMI_QUERY:
+            return (FIXTURES / query).read_text() if query else None
+        if argv == ["nvidia-smi"]:
+            return (FIXTURES / banner).read_text() if banner else None
+        raise AssertionError(f"unexpected command {argv}")
+    return run
+
+
+def index(tmp_path: Path, flavours: list[str]) -> tuple[dict[str, Any], str]:
+    house = make_house(tmp_path, flavours)
+    build_index(house)
+    path = house / "index" / selector.CATALOGUE
+    return json.loads(path.read_text()), path.as_uri()
+
+
+def pick(tmp_path: Path, flavours: list[str], machine: selector.Machine) -> selector.Choice:
+    cat, url = index(tmp_path, flavours)
+    return selector.choose(cat, machine, base_url=url, fits=fits)
+
+
+ALL = ["cpu", "cu130-sm90", "cu130-sm86-89-120"]
+
+
+def test_h100_gets_native_sm90_over_universal_ptx(tmp_path: Path) -> None:
+    machine = selector.detect(smi("nvidia-smi-query-h100.csv", "nvidia-smi-h100.txt"), nvml=None, env={})
+    assert machine.driver == "580.159.04" and machine.driver_cuda == (13, 0)
+    assert [(g.name, g.cc) for g in machine.gpus] == [("NVIDIA H100 80GB HBM3", 90)]
+    choice = pick(tmp_path, ALL, machine)
+    assert choice.flavour == "cu130-sm90" and choice.version == "0.3.36+cu130.sm90" and not choice.jit
+    assert choice.lines[0] == "GPU 0 NVIDIA H100 80GB HBM3 (sm_90): native (sm_90 cubin) in cu130-sm90"
+    assert "cu130-sm86-89-120 would JIT-compile" in choice.lines[1]
+    universal = next(c for c in choice.candidates if c.flavour == "cu130-sm86-89-120")
+    assert universal.tier == 1  # it would run, by JIT of compute_89: ranked below native
+    assert choice.index_url.endswith("/index/cu130-sm90/")
+
+
+def test_nvml_is_read_first(tmp_path: Path) -> None:
+    data = json.loads((FIXTURES / "nvml-h100.json").read_text())
+
+    class Nvml:  # nvidia-ml-py's functions, answering with the recorded values
+        shut = False
+
+        def nvmlInit(self) -> None: ...
+        def nvmlShutdown(self) -> None: self.shut = True
+        def nvmlSystemGetDriverVersion(self) -> str: return str(data["nvmlSystemGetDriverVersion"])
+        def nvmlSystemGetCudaDriverVersion(self) -> int: return int(data["nvmlSystemGetCudaDriverVersion"])
+        def nvmlDeviceGetCount(self) -> int: return len(data["devices"])
+        def nvmlDeviceGetHandleByIndex(self, i: int) -> dict[str, Any]: return dict(data["devices"][i])
+        def nvmlDeviceGetName(self, h: dict[str, Any]) -> str: return str(h["nvmlDeviceGetName"])
+        def nvmlDeviceGetCudaComputeCapability(self, h: dict[str, Any]) -> tuple[int, int]:
+            major, minor = h["nvmlDeviceGetCudaComputeCapability"]
+            return major, minor
+
+    nvml = Nvml()
+    machine = selector.detect(smi(None), nvml=nvml, env={})
+    assert machine.source == "NVML" and nvml.shut
+    assert machine == selector.Machine((selector.Gpu(0, "NVIDIA H100 80GB HBM3", 90),), "580.159.04", (13, 0),
+                                       machine.windows, "NVML")
+    assert pick(tmp_path, ALL, machine).flavour == "cu130-sm90"
+
+
+def test_nvml_that_cannot_start_falls_back_to_nvidia_smi() -> None:
+    class Broken:
+        def nvmlInit(self) -> None:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    machine = selector.detect(smi("nvidia-smi-query-h100.csv", "nvidia-smi-h100.txt"), nvml=Broken(), env={})
+    assert machine.source == "nvidia-smi" and machine.gpus[0].cc == 90
+
+
+def test_rtx4090_gets_universal(tmp_path: Path) -> None:
+    detected = selector.detect(smi("nvidia-smi-query-rtx4090.csv", "nvidia-smi-windows-rtx4090.txt"),
+                               nvml=None, env={}, windows=True)
+    machine = selector.override(detected, None, "13.0")  # the recorded driver is 12.9: see the next test
+    choice = pick(tmp_path, ALL, machine)
+    assert choice.flavour == "cu130-sm86-89-120"
+    assert choice.lines == ["GPU 0 NVIDIA GeForce RTX 4090 (sm_89): native (sm_89 cubin) in cu130-sm86-89-120"]
+
+
+def test_driver_too_old_for_cuda13_gets_cpu_and_names_the_driver(tmp_path: Path) -> None:
+    machine = selector.detect(smi("nvidia-smi-query-rtx4090.csv", "nvidia-smi-windows-rtx4090.txt"),
+                              nvml=None, env={}, windows=True)
+    assert machine.driver == "576.52" and machine.driver_cuda == (12, 9)
+    choice = pick(tmp_path, ALL, machine)
+    assert choice.flavour == "cpu"
+    assert len(choice.lines) == 1 and choice.lines[0].startswith("GPU 0 NVIDIA GeForce RTX 4090 (sm_89): not used:")
+    assert "a driver for CUDA >= 13.0 (Linux >= 580.65.06, Windows >= 580.88)" in choice.lines[0]
+    assert "this driver supports CUDA 12.9" in choice.lines[0]
+
+
+def test_driver_too_old_and_no_cpu_flavour_is_a_clear_refusal(tmp_path: Path) -> None:
+    machine = selector.detect(smi("nvidia-smi-query-rtx4090.csv", "nvidia-smi-windows-rtx4090.txt"),
+                              nvml=None, env={}, windows=True)
+    with pytest.raises(selector.SelectError) as err:
+        pick(tmp_path, ["cu130-sm90", "cu130-sm86-89-120"], machine)
+    assert "580.88" in err.value.one_line() and "update the NVIDIA driver" in err.value.one_line()
+
+
+def test_driver_version_alone_is_checked_against_the_floor(tmp_path: Path) -> None:
+    # the mixed host's recorded driver (570.133.07, no banner): older than CUDA 13's 580.65.06
+    machine = selector.detect(smi("nvidia-smi-query-mixed.csv"), nvml=None, env={}, windows=False)
+    assert machine.driver == "570.133.07" and machine.driver_cuda is None
+    choice = pick(tmp_path, ALL, machine)
+    assert choice.flavour == "cpu" and "this driver is 570.133.07" in choice.lines[0]
+
+
+def test_blackwell_with_only_sm89_ptx_gets_it_with_the_jit_warning(tmp_path: Path) -> None:
+    machine = selector.override(selector.Machine(()), "12.0", "13.0")
+    choice = pick(tmp_path, ["cpu", "cu130-sm90", "cu130-sm86-89"], machine)
+    assert choice.flavour == "cu130-sm86-89" and choice.jit
+    assert choice.lines[0] == "GPU 0 (given) (sm_120): ptx-jit (compute_89 PTX, JIT-compiled) in cu130-sm86-89"
+    assert choice.lines[1] == f"warning: {selector.JIT_WARNING}"
+
+
+def test_blackwell_prefers_the_120a_cubin(tmp_path: Path) -> None:
+    machine = selector.override(selector.Machine(()), "12.0", "13.0")
+    assert pick(tmp_path, ["cpu", "cu130-sm86-89", "cu130-sm86-89-120"], machine).flavour == "cu130-sm86-89-120"
+
+
+def test_mixed_host_gets_a_flavour_native_for_both(tmp_path: Path) -> None:
+    detected = selector.detect(smi("nvidia-smi-query-mixed.csv"), nvml=None, env={})
+    machine = selector.override(detected, None, "13.0")
+    choice = pick(tmp_path, [*ALL, "cu130-sm86-90"], machine)
+    assert choice.flavour == "cu130-sm86-90"
+    assert choice.lines[:2] == ["GPU 0 NVIDIA GeForce RTX 3090 (sm_86): native (sm_86 cubin) in cu130-sm86-90",
+                                "GPU 1 NVIDIA H100 80GB HBM3 (sm_90): native (sm_90 cubin) in cu130-sm86-90"]
+
+
+def test_mixed_host_without_a_native_flavour_takes_the_one_that_runs_everywhere(tmp_path: Path) -> None:
+    machine = selector.override(selector.Machine(()), "8.6,9.0", "13.0")
+    choice = pick(tmp_path, ALL, machine)  # sm90 cannot run on the 3090; universal JITs on the H100
+    assert choice.flavour == "cu130-sm86-89-120" and choice.jit
+    sm90 = next(c for c in choice.candidates if c.flavour == "cu130-sm90")
+    assert sm90.tier == 9 and "cannot-run" in sm90.why[0]
+
+
+def test_cuda_visible_devices_limits_the_gpus_judged(tmp_path: Path) -> None:
+    machine = selector.detect(smi("nvidia-smi-query-mixed.csv"), nvml=None, env={"CUDA_VISIBLE_DEVICES": "1"})
+    assert [g.cc for g in machine.gpus] == [90]
+    assert pick(tmp_path, ALL, selector.override(machine, None, "13.0")).flavour == "cu130-sm90"
+
+
+def test_no_gpu_gets_cpu(tmp_path: Path) -> None:
+    machine = selector.detect(smi(None), nvml=None, env={})
+    assert machine.gpus == () and machine.source == "no GPU"
+    choice = pick(tmp_path, ALL, machine)
+    assert choice.flavour == "cpu" and choice.lines == []
+
+
+def test_smallest_wins_among_equals(tmp_path: Path) -> None:
+    machine = selector.override(selector.Machine(()), "8.6", "13.0")  # native in sm86-89 (50 kB) and universal
+    assert pick(tmp_path, [*ALL, "cu130-sm86-89"], machine).flavour == "cu130-sm86-89"
+
+
+def test_newest_version_of_a_flavour_is_pinned(tmp_path: Path) -> None:
+    make_house(tmp_path, ["cu130-sm90"], version="0.3.35")
+    house = make_house(tmp_path, ["cu130-sm90"], version="0.3.36")
+    build_index(house)
+    cat = json.loads((house / "index" / selector.CATALOGUE).read_text())
+    assert [w["version"] for w in cat["flavours"]["cu130-sm90"]["wheels"]] == ["0.3.35+cu130.sm90", "0.3.36+cu130.sm90"]
+    machine = selector.override(selector.Machine(()), "9.0", "13.0")
+    assert selector.choose(cat, machine, base_url="http://x/", fits=fits).version == "0.3.36+cu130.sm90"
+
+
+def test_wheel_fits_platform_and_glibc() -> None:
+    wheel = {"python_tags": ["py3"], "platform_tags": ["manylinux_2_28_x86_64"], "manylinux_floor": "2.28"}
+    assert selector.wheel_fits(wheel, machine_tags=("linux", "x86_64", (2, 36)))
+    assert not selector.wheel_fits(wheel, machine_tags=("linux", "x86_64", (2, 17)))
+    assert not selector.wheel_fits(wheel, machine_tags=("linux", "aarch64", (2, 36)))
+    assert not selector.wheel_fits(wheel, machine_tags=("windows", "amd64", None))
+    assert selector.wheel_fits({"python_tags": ["py3"], "platform_tags": ["win_amd64"]},
+                               machine_tags=("windows", "amd64", None))
+
+
+@pytest.mark.parametrize(("argv", "expect"), [
+    (["--gpus", "9.0", "--driver-cuda", "13.0"], "0.3.36+cu130.sm90"),
+    (["--gpus", "8.9", "--driver-cuda", "13.0", "--extra", "server"], "[server]==0.3.36+cu130.sm86.89.120"),
+    (["--gpus", "none"], "==0.3.36+cpu"),
+])
+def test_command_line_prints_the_exact_pip_command(tmp_path: Path, argv: list[str], expect: str) -> None:
+    _cat, url = index(tmp_path, ALL)
+    p = argparse.ArgumentParser()
+    selector.add_arguments(p)
+    out: list[str] = []
+    args = p.parse_args(["--index", str(tmp_path / "wheelhouse" / "index"), *argv])
+    assert selector.run(args, runner=smi(None), out=out.append) == 0
+    cmd = out[-1]
+    assert expect in cmd and " --extra-index-url file://" in cmd and cmd.endswith("/index/" + (
+        "cpu/" if "none" in argv else "cu130-sm90/" if "9.0" in argv else "cu130-sm86-89-120/"))
+    args = p.parse_args(["--index", url, "--index-only", "--json", *argv])
+    out.clear()
+    assert selector.run(args, runner=smi(None), out=out.append) == 0
+    data = json.loads(out[0])
+    assert data["command"][4].endswith(expect.split("]")[-1]) and data["command"][5] == "--index-url"
+
+
+def test_install_runs_that_command(tmp_path: Path) -> None:
+    index(tmp_path, ALL)
+    p = argparse.ArgumentParser()
+    selector.add_arguments(p)
+    ran: list[list[str]] = []
+    args = p.parse_args(["--index", str(tmp_path / "wheelhouse" / "index"), "--gpus", "9.0", "--driver-cuda", "13.0",
+                         "--install"])
+    assert selector.run(args, runner=smi(None), install=lambda c: ran.append(c) or 7, out=lambda _s: None) == 7
+    assert ran[0][3:5] == ["install", "llama-cpp-python==0.3.36+cu130.sm90"]
+
+
+@pytest.mark.parametrize(("argv", "code", "text"), [
+    (["--gpus", "nine"], 2, "'nine' is not a compute capability; write it like 9.0"),
+    (["--driver-cuda", "latest", "--gpus", "9.0"], 2, "'latest' is not a CUDA version"),
+])
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int,
+                               text: str) -> None:
+    index(tmp_path, ALL)
+    assert selector.main(["--index", str(tmp_path / "wheelhouse" / "index"), *argv]) == code
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and text in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_catalogue_says_where_it_looked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert selector.main(["--index", str(tmp_path), "--gpus", "none"]) == 3
+    assert "flavours.json" in capsys.readouterr().err
+
+
+def test_gpu_verdicts_match_coverage() -> None:
+    from llama_wheels.archs import parse_arch_set
+    from llama_wheels.coverage import coverage_verdict
+
+    for spec in ("90", "86;89;120", "86-real;89-virtual", "90a", "100f-real;100f-virtual"):
+        archs = parse_arch_set(spec)
+        for cc in (75, 80, 86, 89, 90, 100, 103, 120, 121):
+            kind, _ = selector.gpu_verdict(cc, archs.sass, archs.ptx)
+            assert kind == coverage_verdict(cc, archs).kind, (spec, cc)
+
+
+def test_served_copy_is_the_module(tmp_path: Path) -> None:
+    src = Path(selector.__file__).read_text()
+    assert catalogue.selector_script(None) == src
+    based = catalogue.selector_script("https://wheels.example/llama")
+    assert based == src.replace('DEFAULT_INDEX_URL = ""\n', 'DEFAULT_INDEX_URL = "https://wheels.example/llama/"\n')
