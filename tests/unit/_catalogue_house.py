@@ -31,9 +31,10 @@ FLAVOURS: dict[str, tuple[str, int, dict[str, Any]]] = {
 
 
 def make_house(root: Path, flavours: list[str], version: str = "0.3.36") -> Path:
-    """wheelhouse/<flavour>/<wheel> for each flavour, plus wheelhouse/manifest.json."""
+    """wheelhouse/<flavour>/<wheel> for each flavour, added to wheelhouse/manifest.json."""
     house = root / "wheelhouse"
-    entries = {}
+    path = house / "manifest.json"
+    entries = json.loads(path.read_text())["wheels"] if path.exists() else {}
     for flavour in flavours:
         label, payload, fields = FLAVOURS[flavour]
         (house / flavour).mkdir(parents=True, exist_ok=True)
@@ -42,5 +43,5 @@ def make_house(root: Path, flavours: list[str], version: str = "0.3.36") -> Path
             "flavour": flavour, "filename": wheel.name, "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
             "size": wheel.stat().st_size, "version": f"{version}+{label}",
             "cmake_args": CUDA_ARGS if fields["cuda"] else ["-DGGML_NATIVE=OFF"], **fields}
-    (house / "manifest.json").write_text(json.dumps({"wheels": entries}, indent=2))
+    path.write_text(json.dumps({"wheels": entries}, indent=2))
     return house
