@@ -97,4 +97,21 @@ def farm_server(c: Context, scheduler: str, public_addr: str, name: str = "serve
          + (["--dry-run"] if dry_run else []))
 
 
-ns = Collection(doctor, clean_temp, check_wheels, cache_stats, cache_clear, farm_scheduler, farm_server)
+@task(name="select", help={
+    "index": "the index root holding flavours.json (URL or folder; default: wheelhouse/index)",
+    "gpus": "pretend these GPUs, e.g. 9.0,8.6 (or none)",
+    "driver_cuda": "pretend a driver for this CUDA, e.g. 13.0",
+    "install": "run the pip command instead of printing it",
+    "index_only": "--index-url instead of --extra-index-url (nothing from PyPI)",
+    "json": "print the choice as JSON",
+})
+def select_flavour(c: Context, index: str = "", gpus: str = "", driver_cuda: str = "", install: bool = False,
+                   index_only: bool = False, json: bool = False) -> None:
+    """Pick the flavour for this machine's GPUs and driver; print the exact pip command, one line per GPU."""
+    args = ["select"] + (["--index", index] if index else []) + (["--gpus", gpus] if gpus else [])
+    args += (["--driver-cuda", driver_cuda] if driver_cuda else []) + (["--install"] if install else [])
+    _run(args + (["--index-only"] if index_only else []) + (["--json"] if json else []))
+
+
+ns = Collection(doctor, clean_temp, check_wheels, cache_stats, cache_clear, farm_scheduler, farm_server,
+               select_flavour)

@@ -254,7 +254,7 @@ def catalogue_url(index: str) -> str:
     """An index root (URL or folder) or the catalogue itself -> the catalogue's URL."""
     if not re.match(r"^[a-z][a-z0-9+.-]*://", index):
         path = os.path.abspath(index)
-        if os.path.isdir(path):
+        if not path.endswith(".json"):
             path = os.path.join(path, CATALOGUE)
         return "file://" + urllib.request.pathname2url(path)
     return index if index.endswith(".json") else index.rstrip("/") + "/" + CATALOGUE
@@ -319,6 +319,8 @@ class Candidate:
     wheel: Dict[str, Any] | None
     tier: int = 9  # 0 native everywhere, 1 some PTX JIT, 2 CPU; 9 rejected
     why: List[str] = field(default_factory=list)  # one line per GPU, or the reason it was rejected
+    reject: str = ""  # why the whole flavour cannot be used here (driver, platform, no GPU)
+    verdicts: Dict[int, Tuple[str, str]] = field(default_factory=dict)  # GPU index -> gpu_verdict()
 
     @property
     def size(self) -> int:
@@ -358,35 +360,47 @@ def judge(flavour: str, entry: Dict[str, Any], machine: Machine,
     wheels = sorted((w for w in entry.get("wheels", []) if fits(w)),
                     key=lambda w: _pep440_key(str(w.get("version", ""))))
     cand = Candidate(flavour, entry, wheels[-1] if wheels else None)
-    if cand.wheel is None:
-        cand.why = [f"{flavour}: no wheel for this platform and Python"]
+
+    def rejected(reason: str) -> Candidate:
+        cand.reject, cand.why = reason, [f"{flavour}: {reason}"]
         return cand
+
+    if cand.wheel is None:
+        return rejected("no wheel for this platform and Python")
     if not entry.get("cuda"):
         cand.tier = 2
-        cand.why = [f"{g.describe()}: not used, {flavour} runs on the CPU" for g in machine.gpus]
         return cand
     if not machine.gpus:
-        cand.why = [f"{flavour}: needs an NVIDIA GPU, none found ({machine.source})"]
-        return cand
+        return rejected(f"needs an NVIDIA GPU, none found ({machine.source})")
     problem = driver_problem(entry, machine)
     if problem:
-        cand.why = [f"{flavour}: {problem}"]
-        return cand
-    tiers, lines = [], []
+        return rejected(problem)
     for g in machine.gpus:
-        kind, what = gpu_verdict(g.cc, entry.get("sass", []), entry.get("ptx", []))
-        tiers.append(kind)
-        lines.append(f"{g.describe()}: {kind} ({what}) in {flavour}")
-    if "cannot-run" in tiers:
-        cand.why = [lines[i] for i, k in enumerate(tiers) if k == "cannot-run"]
+        cand.verdicts[g.index] = gpu_verdict(g.cc, entry.get("sass", []), entry.get("ptx", []))
+    lines = [f"{g.describe()}: {cand.verdicts[g.index][0]} ({cand.verdicts[g.index][1]}) in {flavour}"
+             for g in machine.gpus]
+    kinds = [cand.verdicts[g.index][0] for g in machine.gpus]
+    if "cannot-run" in kinds:
+        cand.why = [line for line, k in zip(lines, kinds) if k == "cannot-run"]  # noqa: B905 (3.8)
         return cand
-    if "ptx-jit" in tiers and machine.driver_cuda is not None and machine.driver_cuda < parse_cuda(entry["cuda"]):
-        cand.why = [f"{flavour}: its PTX is from CUDA {entry['cuda']}, newer than this driver's CUDA: "
-                    "the driver cannot JIT-compile it"]
-        return cand
-    cand.tier = 1 if "ptx-jit" in tiers else 0
+    if "ptx-jit" in kinds and machine.driver_cuda is not None and machine.driver_cuda < parse_cuda(entry["cuda"]):
+        return rejected(f"its PTX is from CUDA {entry['cuda']}, newer than this driver's CUDA: "
+                        "the driver cannot JIT-compile it")
+    cand.tier = 1 if "ptx-jit" in kinds else 0
     cand.why = lines
     return cand
+
+
+def unused(gpu: Gpu, cands: Sequence[Candidate]) -> str:
+    """Why no CUDA flavour serves ``gpu``: one reason each, flavours with the same reason grouped."""
+    groups: Dict[str, List[str]] = {}
+    for c in cands:
+        kind, what = c.verdicts.get(gpu.index, ("", ""))
+        others = [str(i) for i, (k, _) in sorted(c.verdicts.items()) if k == "cannot-run" and i != gpu.index]
+        text = c.reject or (what if kind == "cannot-run" else
+                            f"runs here but not on GPU {', '.join(others)}" if others else "not chosen")
+        groups.setdefault(text, []).append(c.flavour)
+    return "; ".join(f"{', '.join(f)}: {t}" for t, f in groups.items()) or "no CUDA flavour in the catalogue"
 
 
 def choose(catalogue: Dict[str, Any], machine: Machine, *, base_url: str,
@@ -405,10 +419,8 @@ def choose(catalogue: Dict[str, Any], machine: Machine, *, base_url: str,
     best = ok[0]
     lines = list(best.why)
     if best.tier == 2 and machine.gpus:
-        cuda = [c for c in cands if c.entry.get("cuda")]
-        lines = [f"{g.describe()}: not used: " + (
-            "; ".join(w.split(": ", 1)[-1] for c in cuda for w in c.why[:1]) or "no CUDA flavour in the catalogue")
-            for g in machine.gpus]
+        lines = [f"{g.describe()}: not used, {unused(g, [c for c in cands if c.entry.get('cuda')])}"
+                 for g in machine.gpus]
     if best.tier == 1:
         lines.append(f"warning: {JIT_WARNING}")
     if best.tier == 0 and any(c.tier == 1 for c in ok):

@@ -111,9 +111,9 @@ def test_driver_too_old_for_cuda13_gets_cpu_and_names_the_driver(tmp_path: Path)
     assert machine.driver == "576.52" and machine.driver_cuda == (12, 9)
     choice = pick(tmp_path, ALL, machine)
     assert choice.flavour == "cpu"
-    assert len(choice.lines) == 1 and choice.lines[0].startswith("GPU 0 NVIDIA GeForce RTX 4090 (sm_89): not used:")
-    assert "a driver for CUDA >= 13.0 (Linux >= 580.65.06, Windows >= 580.88)" in choice.lines[0]
-    assert "this driver supports CUDA 12.9" in choice.lines[0]
+    assert choice.lines == ["GPU 0 NVIDIA GeForce RTX 4090 (sm_89): not used, cu130-sm86-89-120, cu130-sm90: needs "
+                            "a driver for CUDA >= 13.0 (Linux >= 580.65.06, Windows >= 580.88); "
+                            "this driver supports CUDA 12.9"]
 
 
 def test_driver_too_old_and_no_cpu_flavour_is_a_clear_refusal(tmp_path: Path) -> None:
@@ -160,6 +160,16 @@ def test_mixed_host_without_a_native_flavour_takes_the_one_that_runs_everywhere(
     assert choice.flavour == "cu130-sm86-89-120" and choice.jit
     sm90 = next(c for c in choice.candidates if c.flavour == "cu130-sm90")
     assert sm90.tier == 9 and "cannot-run" in sm90.why[0]
+
+
+def test_mixed_host_with_no_common_flavour_says_why_per_gpu(tmp_path: Path) -> None:
+    machine = selector.override(selector.Machine(()), "7.5,9.0", "13.0")
+    choice = pick(tmp_path, ALL, machine)
+    assert choice.flavour == "cpu"
+    assert choice.lines == [
+        "GPU 0 (given) (sm_75): not used, cu130-sm86-89-120: holds sm_120a, sm_86, sm_89, compute_89, none of which "
+        "runs on sm_75; cu130-sm90: holds sm_90, none of which runs on sm_75",
+        "GPU 1 (given) (sm_90): not used, cu130-sm86-89-120, cu130-sm90: runs here but not on GPU 0"]
 
 
 def test_cuda_visible_devices_limits_the_gpus_judged(tmp_path: Path) -> None:
