@@ -99,3 +99,13 @@ def test_driver_floor_is_the_cuda_major_raised_to_the_compression_floor() -> Non
     row = min_driver((12, 1), None)
     assert row is not None and row.cuda == (12, 0)
     assert min_driver((14, 0), None) is None
+
+
+def test_variant_properties_follow_the_measured_code() -> None:
+    from llama_wheels.variants import properties
+
+    entry = {"cuda": "13.0", "sass": ["sm_120a", "sm_86", "sm_89"], "ptx": ["compute_89"]}
+    assert properties(entry) == [
+        "nvidia :: cuda_version_lower_bound :: 13.0", "nvidia :: cuda_version_upper_bound :: 14",
+        "nvidia :: sm_arch :: 86_real", "nvidia :: sm_arch :: 89_real", "nvidia :: sm_arch :: 120_real",
+        "nvidia :: sm_arch :: 89_virtual"]
