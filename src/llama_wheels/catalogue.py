@@ -108,10 +108,8 @@ def build_catalogue(root: Path, wheelhouse: Path, state: Mapping[str, list[str]]
         newest = max(ours, key=lambda n: parse_wheel_filename(n)[1])
         flavours[flavour] = flavour_entry(flavour, wheels, built[newest], base_url)
     for flavour, entry in sorted((extra or {}).get("flavours", {}).items()):
-        if flavour in flavours:
-            raise ConfigError(f"the extra catalogue lists '{flavour}', which the index already has",
-                              "drop it from the extra catalogue: built flavours are described from the manifest")
-        flavours[flavour] = {**entry, "catalogue_only": True}
+        if flavour not in flavours:  # a flavour built here is described from its manifest, never from the extra
+            flavours[flavour] = {**entry, "catalogue_only": True}
     return {"schema": SCHEMA, "project": selector.PROJECT, "selector": selector.SCRIPT_NAME,
             "flavours": flavours}
 

@@ -79,8 +79,12 @@ def test_extra_catalogue_entries_are_listed_and_marked(tmp_path: Path) -> None:
     machine = selector.override(selector.Machine(()), "9.0", "13.0")
     choice = selector.choose(cat, machine, base_url="http://127.0.0.1:1/", fits=lambda w: True)
     assert choice.flavour == "cu130-sm90" and "cu130-sm86-89-120 would JIT-compile" in choice.lines[1]
-    with pytest.raises(ConfigError, match="already has"):
-        build_index(make_house(tmp_path / "b", ["cpu"]), extra_catalogue=extra)
+    house = make_house(tmp_path / "b", ["cpu"])
+    build_index(house, extra_catalogue=extra)  # the built cpu flavour wins over the extra entry
+    cpu = json.loads((house / "index" / "flavours.json").read_text())["flavours"]["cpu"]
+    assert "catalogue_only" not in cpu and cpu["wheels"][0]["sha256"]
+    with pytest.raises(ConfigError, match="cannot read the extra catalogue"):
+        build_index(house, extra_catalogue=tmp_path / "missing.json")
 
 
 @pytest.mark.parametrize(("tag", "floor"), [("manylinux_2_28_x86_64", "2.28"), ("manylinux2014_x86_64", "2.17"),
