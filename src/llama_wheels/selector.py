@@ -421,6 +421,11 @@ def choose(catalogue: Dict[str, Any], machine: Machine, *, base_url: str,
     if best.tier == 2 and machine.gpus:
         lines = [f"{g.describe()}: not used, {unused(g, [c for c in cands if c.entry.get('cuda')])}"
                  for g in machine.gpus]
+    if not machine.gpus:
+        lines = [f"no NVIDIA GPU ({machine.source}): {best.flavour} runs on the CPU"]
+    if best.tier < 2 and machine.driver_cuda is None and not machine.driver:
+        lines.append("the driver is unknown: assumed to support CUDA " + str(best.entry.get("cuda")) +
+                     " (say --driver-cuda X.Y)")
     if best.tier == 1:
         lines.append(f"warning: {JIT_WARNING}")
     if best.tier == 0 and any(c.tier == 1 for c in ok):
@@ -456,8 +461,12 @@ def subprocess_install(argv: List[str]) -> int:
     return subprocess.run(argv, check=False).returncode  # the user's own pip, in the foreground
 
 
+def say(text: str) -> None:
+    print(text, flush=True)  # before pip's own output
+
+
 def run(args: argparse.Namespace, *, runner: Runner, install: Callable[[List[str]], int] = subprocess_install,
-        default_index: str = "", out: Callable[[str], None] = print, nvml: Any = None) -> int:
+        default_index: str = "", out: Callable[[str], None] = say, nvml: Any = None) -> int:
     index = args.index or DEFAULT_INDEX_URL or default_index
     if not index:
         raise SelectError("no index given", "pass --index URL (the index root that holds flavours.json)", 2)

@@ -172,6 +172,13 @@ def test_mixed_host_with_no_common_flavour_says_why_per_gpu(tmp_path: Path) -> N
         "GPU 1 (given) (sm_90): not used, cu130-sm86-89-120, cu130-sm90: runs here but not on GPU 0"]
 
 
+def test_unknown_driver_is_assumed_and_said(tmp_path: Path) -> None:
+    machine = selector.override(selector.Machine(()), "9.0", None)
+    choice = pick(tmp_path, ALL, machine)
+    assert choice.flavour == "cu130-sm90"
+    assert "the driver is unknown: assumed to support CUDA 13.0 (say --driver-cuda X.Y)" in choice.lines
+
+
 def test_cuda_visible_devices_limits_the_gpus_judged(tmp_path: Path) -> None:
     machine = selector.detect(smi("nvidia-smi-query-mixed.csv"), nvml=None, env={"CUDA_VISIBLE_DEVICES": "1"})
     assert [g.cc for g in machine.gpus] == [90]
@@ -182,7 +189,7 @@ def test_no_gpu_gets_cpu(tmp_path: Path) -> None:
     machine = selector.detect(smi(None), nvml=None, env={})
     assert machine.gpus == () and machine.source == "no GPU"
     choice = pick(tmp_path, ALL, machine)
-    assert choice.flavour == "cpu" and choice.lines == []
+    assert choice.flavour == "cpu" and choice.lines == ["no NVIDIA GPU (no GPU): cpu runs on the CPU"]
 
 
 def test_smallest_wins_among_equals(tmp_path: Path) -> None:
