@@ -27,7 +27,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from llama_wheels import cmd, selector, wheels
+from llama_wheels import cmd, manifest, selector, wheels
 from llama_wheels.errors import FatalError, ToolNotFound
 from llama_wheels.log import Logger
 from llama_wheels.sdist import sha256_file
@@ -91,7 +91,13 @@ def analyze(variant: Path) -> set[str]:
 
 
 def publish(wheelhouse: Path, *, base_url: str | None, env: Mapping[str, str], log: Logger) -> dict[str, Any]:
-    """Variant copies of every CUDA flavour in the catalogue into index/variants/; validated; returns a summary."""
+    """Variant copies of every CUDA flavour in the catalogue into index/variants/; validated; returns a summary.
+    Under the wheelhouse lock, like the rest of the index."""
+    with manifest.lock(wheelhouse):
+        return _publish(wheelhouse, base_url=base_url, log=log)
+
+
+def _publish(wheelhouse: Path, *, base_url: str | None, log: Logger) -> dict[str, Any]:
     root = wheelhouse / "index"
     cat = json.loads((root / selector.CATALOGUE).read_text(encoding="utf-8"))
     files = root / FOLDER / "files"
