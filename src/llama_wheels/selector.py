@@ -367,6 +367,8 @@ def judge(flavour: str, entry: Dict[str, Any], machine: Machine,
 
     if cand.wheel is None:
         return rejected("no wheel for this platform and Python")
+    if entry.get("kind") not in ("cpu", "cuda"):  # published, but no manifest says what it holds
+        return rejected("the catalogue does not know its GPU code (no build record)")
     if not entry.get("cuda"):
         cand.tier = 2
         return cand

@@ -179,6 +179,17 @@ def test_unknown_driver_is_assumed_and_said(tmp_path: Path) -> None:
     assert "the driver is unknown: assumed to support CUDA 13.0 (say --driver-cuda X.Y)" in choice.lines
 
 
+def test_a_flavour_without_a_build_record_is_never_taken_for_cpu(tmp_path: Path) -> None:
+    cat, url = index(tmp_path, ALL)
+    cat["flavours"]["cu130-sm90"].update(kind="unknown", cuda=None, sass=[], ptx=[])  # e.g. seeded, no manifest
+    del cat["flavours"]["cpu"]
+    machine = selector.override(selector.Machine(()), "9.0", "13.0")
+    choice = selector.choose(cat, machine, base_url=url, fits=fits)
+    assert choice.flavour == "cu130-sm86-89-120"
+    seeded = next(c for c in choice.candidates if c.flavour == "cu130-sm90")
+    assert seeded.tier == 9 and "no build record" in seeded.reject
+
+
 def test_cuda_visible_devices_limits_the_gpus_judged(tmp_path: Path) -> None:
     machine = selector.detect(smi("nvidia-smi-query-mixed.csv"), nvml=None, env={"CUDA_VISIBLE_DEVICES": "1"})
     assert [g.cc for g in machine.gpus] == [90]
