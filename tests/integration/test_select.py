@@ -47,6 +47,8 @@ def served(tmp_path: Path, cpu_build: Path) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
 
 
 def test_served_selector_installs_the_right_flavour_from_a_bare_venv(served: str, tmp_path: Path) -> None:
