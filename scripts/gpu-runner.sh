@@ -13,7 +13,8 @@ TOOLS=${LW_TOOLS:-/tmp/llama-wheels-tools}
 LLAMA_WHEELS_PYTHON=${LLAMA_WHEELS_PYTHON:-$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}
 export LLAMA_WHEELS_PYTHON
 if [ ! -d "$TOOLS" ]; then
-  "$PY" -m pip install --quiet --no-index --find-links .prefetch/wheels --target "$TOOLS" -r ci/requirements-tools.txt
+  # nox and invoke, plus this project and its dependencies (the light sessions run in this environment)
+  "$PY" -m pip install --quiet --no-index --find-links .prefetch/wheels --target "$TOOLS" -r ci/requirements-tools.txt .
 fi
 export PYTHONPATH="$TOOLS"
 for stage in "$@"; do
