@@ -147,11 +147,19 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff and strict mypy over the package, noxfile.py and tasks.py."""
+    """ruff, strict mypy over the package, noxfile.py and tasks.py, and the import layers (lint-imports)."""
     options(session)
     session.install("-e", ".", *groups("lint"), *TOOLS)
     session.run("ruff", "check", "src", "tests", "noxfile.py", "tasks.py")
     session.run("mypy")
+    session.run("lint-imports")
+
+
+@nox.session(python=PYTHON, default=False, tags=["fast"])
+def unit(session: nox.Session) -> None:
+    """The unit tests alone: seconds, no network, no compiler, no subprocess (the inner loop)."""
+    session.install("-e", ".", *groups("test"))
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *(session.posargs or ["tests/unit"]))
 
 
 @nox.session(python=PYTHON, default=False, tags=["build"])

@@ -7,6 +7,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 
+pytest_plugins = ["pytester"]  # tests/unit/test_hermetic.py runs a test file under the unit guard
+
 
 @pytest.fixture
 def fixture_text():

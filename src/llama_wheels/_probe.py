@@ -36,7 +36,7 @@ def _model_kwargs(args):
 
 
 def check_generate(args):
-    import llama_cpp  # noqa: F401  (imported before numpy: see FACTS.md, numpy-first can crash the loader)
+    import llama_cpp  # noqa: F401  (before numpy: on the GPU runner, numpy 2.5 first made the model load segfault)
     import numpy as np
     from llama_cpp import Llama
 

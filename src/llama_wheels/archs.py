@@ -22,7 +22,7 @@ from llama_wheels.compat import (
     ARCH_SUPPORT,
     FEATURE_MIN_CUDA,
     LLAMA_CPP_REWRITES_TO_A,
-    Version,
+    CudaVersion,
     arch_floor,
     supports,
     vstr,
@@ -184,7 +184,7 @@ def finish(archs: Sequence[Arch], *, ptx: str = "highest", source: str = "") -> 
     return ArchSet(tuple(final), source=source, notes=tuple(notes))
 
 
-def check_toolkit(archs: ArchSet, cuda: Version) -> list[str]:
+def check_toolkit(archs: ArchSet, cuda: CudaVersion) -> list[str]:
     """Problems compiling ``archs`` with CUDA ``cuda``; each names the fix. Empty: all fine."""
     problems: list[str] = []
     for a in archs.archs:

@@ -29,7 +29,7 @@ from typing import Any
 
 from llama_wheels import cmd
 from llama_wheels.clean import owned_subdir
-from llama_wheels.compcache import CacheProbe, CacheStats, env_for
+from llama_wheels.compcache import CacheSession, CacheStats, env_for
 from llama_wheels.config import Options
 from llama_wheels.detect import Gpu, find_gpus
 from llama_wheels.errors import BuildFailed, ConfigError, SmokeFailed
@@ -174,13 +174,13 @@ def build_llama_bench(options: Options, entry: Mapping[str, Any], env: Mapping[s
     t0 = time.monotonic()
     args = [str(a) for a in entry.get("cmake_args", [])]
     launch = next((a.split("=", 1)[1] for a in args if a.startswith("-DCMAKE_C_COMPILER_LAUNCHER=")), None)
-    with CacheProbe(launch, benv, bdir) as probe:  # the launcher the wheel's build used
-        benv |= probe.env
+    with CacheSession(launch, benv, bdir) as session:  # the launcher the wheel's build used
+        benv |= session.env
         cmd.run(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(bdir), "-G", "Ninja",
                  *native_cmake_args(args),
                  *wheel_compilers(options.build_dir / str(entry.get("flavour", "")))], env=benv, capture=True)
         cmd.run(["cmake", "--build", str(bdir), "--target", target], env=benv, log=bdir / "build.log")
-        cache = probe.stats()
+        cache = session.stats()
     exe = bdir / "bin" / (f"{target}.exe" if os.name == "nt" else target)
     if not exe.exists():
         raise BuildFailed(f"{target} was not built in {bdir}", f"see {bdir / 'build.log'}")

@@ -20,7 +20,7 @@ from llama_wheels.compcache import CacheStats
 from llama_wheels.config import Options
 from llama_wheels.errors import BuildFailed, FatalError, OfflineMissing
 from llama_wheels.log import Logger, fmt_bytes, fmt_seconds
-from llama_wheels.plan import BuildStep, env_for
+from llama_wheels.plan import BuildStep, step_env
 
 
 @dataclass
@@ -63,7 +63,7 @@ def _children_cpu() -> float:
 
 def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[str, str], log: Logger,
              launcher: str | None, offline: bool, frontend: str = "build", all_from_source: bool = False) -> StepResult:
-    env = env_for(step, base_env)
+    env = step_env(step, base_env)
     owned_subdir(options.build_dir, "tmp")
     owned_subdir(options.build_dir, step.build_dir.name)
     staging = owned_subdir(options.build_dir, "staging") / step.flavour
@@ -72,11 +72,11 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
     staging.mkdir(parents=True)
     result = StepResult(step, ok=False)
     t0, c0 = time.monotonic(), _children_cpu()
-    with compcache.CacheProbe(launcher, env, staging) as probe, \
+    with compcache.CacheSession(launcher, env, staging) as session, \
             log.step(f"compile {step.flavour} ({', '.join(step.variants)})"):
-        cmd.run(frontend_command(src, staging / "raw", step.build_dir, frontend), env={**env, **probe.env},
+        cmd.run(frontend_command(src, staging / "raw", step.build_dir, frontend), env={**env, **session.env},
                 log=staging / "build.log")
-        result.cache = probe.stats()
+        result.cache = session.stats()
     raw = next((staging / "raw").glob("*.whl"), None)
     if raw is None:
         raise BuildFailed(f"the build of {step.flavour} produced no wheel", f"see {staging / 'build.log'}")
@@ -129,7 +129,7 @@ def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: 
     if not report.ok:
         raise BuildFailed(f"wheel check failed for {final_staged.name}: {report.problems[0]}",
                           "see nox -s check_wheels")
-    deps_added = _gather_deps(step, options, final_staged, env, offline, all_from_source)
+    deps_added = gather_dependency_wheels(step, options, final_staged, env, offline, all_from_source)
     result.seconds = time.monotonic() - t0
     result.cpu_seconds = _children_cpu() - c0
     final = step.out_dir / final_staged.name
@@ -194,22 +194,20 @@ def _glibc_floor(filename: str) -> str | None:
 
 
 def _cuobjdump(step: BuildStep, env: Mapping[str, str]) -> str | None:
-    if step.toolkit_root is not None:
-        for cand in (step.toolkit_root / "bin" / "cuobjdump", step.toolkit_root / "bin" / "cuobjdump.exe"):
-            if cand.exists():
-                return str(cand)
-    return cmd.which("cuobjdump", env)
+    """The step's toolkit's cuobjdump (cuobjdump.exe on Windows), else the one on PATH."""
+    return cmd.find_tool("cuobjdump", env, dirs=[step.toolkit_root / "bin"] if step.toolkit_root else [])
 
 
 def _compiler_id(env: Mapping[str, str]) -> str:
     for name in (env.get("CXX", ""), "c++", "g++", "clang++", "cl"):
         if name and cmd.which(name, env):
-            out = cmd.run([name, "--version"], env=env, capture=True, check=False, quiet=True).stdout
-            return out.strip().splitlines()[0] if out.strip() else name
+            res = cmd.run([name, "--version"], env=env, capture=True, check=False, quiet=True)
+            out = res.stdout.strip() or res.stderr.strip()  # cl writes its banner to stderr
+            return out.splitlines()[0] if out else name
     return "unknown"
 
 
-def _gather_deps(step: BuildStep, options: Options, wheel: Path, env: Mapping[str, str], offline: bool,
+def gather_dependency_wheels(step: BuildStep, options: Options, wheel: Path, env: Mapping[str, str], offline: bool,
                  all_from_source: bool) -> list[str]:
     """Put the wheels the flavour's variants need next to it, and prove the install resolves offline.
 
@@ -232,9 +230,9 @@ def _gather_deps(step: BuildStep, options: Options, wheel: Path, env: Mapping[st
                  "--dest", str(deps), *links, *index, req], env=env)
     (deps / wheel.name).unlink(missing_ok=True)  # pip copied our wheel too; manifest.publish moves the real one
     # Resolve exactly as a user would, from these folders alone.
-    probe = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index",
+    resolves = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index",
              "--disable-pip-version-check", "--find-links", str(deps), "--find-links", str(wheel.parent), req]
-    cmd.run(probe, env=env, capture=True)
+    cmd.run(resolves, env=env, capture=True)
     added = []
     for dep in sorted(deps.glob("*.whl")):
         if not (out / dep.name).exists():
@@ -323,8 +321,3 @@ def _execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[
                           "fix the first error above and run again (the wheelhouse holds only good wheels)")
     return results
 
-
-def parse_archs_line(system_info: str) -> list[int]:
-    """``CUDA : ARCHS = 860,890 | ...`` -> [860, 890]."""
-    m = re.search(r"ARCHS = ([\d,]+)", system_info)
-    return [int(x) for x in m[1].split(",")] if m else []

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from llama_wheels import manifest
 from llama_wheels.config import Options
+from llama_wheels.errors import WheelCheckFailed
 from llama_wheels.log import Logger, fmt_bytes
 from llama_wheels.wheels import check_wheel
 
@@ -14,12 +15,13 @@ def our_wheels(wheelhouse: Path) -> list[Path]:
     return sorted(p for p in wheelhouse.glob("*/llama_cpp_python-*.whl") if p.parent.name != "index")
 
 
-def run(options: Options, paths: list[Path], log: Logger) -> int:
+def run(options: Options, paths: list[Path], log: Logger) -> None:
+    """Check ``paths`` (default: every wheel of the wheelhouse); raise WheelCheckFailed if any has a problem."""
     entries = manifest.entries(options.wheelhouse)
     wheels = paths or our_wheels(options.wheelhouse)
     if not wheels:
-        log.error(f"no llama-cpp-python wheels under {options.wheelhouse}; run nox -s build_cpu or build_cuda first")
-        return 9
+        raise WheelCheckFailed(f"no llama-cpp-python wheels under {options.wheelhouse}",
+                               "run nox -s build_cpu or build_cuda first")
     rows, bad = [], 0
     for w in wheels:
         if not w.is_file():
@@ -45,4 +47,5 @@ def run(options: Options, paths: list[Path], log: Logger) -> int:
         result = "ok" if rep.ok else f"{len(rep.problems)} problem(s)"
         rows.append([w.name, fmt_bytes(rep.size), rep.sha256[:12], result])
     log.table("wheel check", ["wheel", "size", "sha256", "result"], rows)
-    return 9 if bad else 0
+    if bad:
+        raise WheelCheckFailed(f"{bad} of {len(wheels)} wheel(s) failed the check", "see the problems listed above")

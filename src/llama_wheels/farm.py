@@ -1,6 +1,6 @@
 """A build farm for cold builds: sccache-dist, configured and checked by us (no scheduler of our own).
 
-The client side is the build's own sccache server (compcache.CacheProbe) with a client config that
+The client side is the build's own sccache server (compcache.CacheSession) with a client config that
 names the scheduler and carries the token from ``LLAMA_WHEELS_DIST_TOKEN``; sccache packages the local
 compilers as toolchains and sends compile jobs (C, C++, and nvcc's stages) to the farm's build servers,
 falling back to local compiles when the farm is unreachable. Operators run the pieces with

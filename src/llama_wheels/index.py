@@ -27,15 +27,11 @@ from typing import Any
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from llama_wheels import catalogue, manifest
-from llama_wheels.errors import FatalError
+from llama_wheels.errors import ConfigError, DamagedWheel, IndexConflict
 from llama_wheels.sdist import sha256_file as _sha
-from llama_wheels.wheels import DamagedWheel, verify
+from llama_wheels.wheels import verify
 
 COMBINED = "all"
-
-
-class IndexConflict(FatalError):
-    return_code = 13
 
 
 @dataclass(frozen=True)
@@ -135,8 +131,8 @@ def _build_index(wheelhouse: Path, *, base_url: str | None, prune: bool, flavour
     if flavours:
         unknown = sorted(set(flavours) - set(current))
         if unknown:
-            raise FatalError(f"no wheels for flavour(s) {', '.join(unknown)} in {wheelhouse}",
-                             f"built flavours: {', '.join(current) or 'none'}")
+            raise ConfigError(f"no wheels for flavour(s) {', '.join(unknown)} in {wheelhouse}",
+                              f"built flavours: {', '.join(current) or 'none'}")
         current = {k: v for k, v in current.items() if k in flavours}
     validate(wheelhouse, current, files_dir)
     files_dir.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ class Logger:
             self._print("::endgroup::")
         self._print(f"<== {title}: done in {fmt_seconds(time.monotonic() - start)}")
 
-    def table(self, title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def table(self, title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         """Print a plain-text table and, on GitHub Actions, append it as Markdown to the step summary."""
         text = render_table(header, rows)
         self._print(f"\n{title} (total {fmt_seconds(time.monotonic() - self.t0)})\n{text}")
@@ -80,7 +80,6 @@ class Logger:
         if summary:
             with Path(summary).open("a", encoding="utf-8") as f:
                 f.write(f"### {title}\n\n{render_markdown(header, rows)}\n")
-        return text
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

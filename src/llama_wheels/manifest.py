@@ -26,23 +26,13 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from llama_wheels.errors import FatalError
+from llama_wheels.errors import InUse, ManifestDamaged
 
 NAME = "manifest.json"
 LOCK = ".llama-wheels.lock"
 JOURNAL = ".publishing.json"
 #: How long a run waits for another run's lock before giving up (a CUDA build of one flavour can take an hour).
 WAIT_SECONDS = 4 * 3600.0
-
-
-class InUse(FatalError):
-    """Another llama-wheels run holds the lock, and waiting for it timed out."""
-
-    return_code = 14
-
-
-class ManifestDamaged(FatalError):
-    return_code = 9
 
 
 def _owner_file(lock_path: Path) -> Path:

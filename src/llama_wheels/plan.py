@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llama_wheels.archs import ArchSet
+from llama_wheels.compcache import env_for as cache_env
 from llama_wheels.config import Options, Variant, redact
-from llama_wheels.doctor import ToolkitChoice
+from llama_wheels.detect import ToolkitChoice
 from llama_wheels.errors import ConfigError
 from llama_wheels.policy import HostSettings, resolve
 from llama_wheels.toolkit import NCCL_WHEELS, driver_stub_dir, nccl_root, pypi_root
@@ -71,13 +72,6 @@ class BuildStep:
         ]
         lines += [f"    {k}={redact(v) if 'REMOTE' in k or 'REDIS' in k else v}" for k, v in sorted(self.env.items())]
         return [line for line in lines if line]
-
-
-def ccache_env(options: Options) -> dict[str, str]:
-    """The compiler cache's environment (see compcache.env_for)."""
-    from llama_wheels.compcache import env_for
-
-    return env_for(options)
 
 
 def extra_hash(extra: Sequence[str]) -> str:
@@ -133,7 +127,6 @@ def make_plan(
     variants: Sequence[str] | None,
     launcher: str | None,
     jobs: int | None = None,
-    cuda_runtime: str | None = None,
     windows: bool = False,
     link_stub: bool = True,
     user_args: Sequence[str] = (),
@@ -182,7 +175,7 @@ def make_plan(
             "CMAKE_ARGS": shlex.join(args),
             "CMAKE_GENERATOR": "Ninja",
             "TMP": str(tmp), "TEMP": str(tmp), "TMPDIR": str(tmp),
-            **ccache_env(options),
+            **cache_env(options),
         }
         # No SOURCE_DATE_EPOCH: ggml reads it as "cross-compiling" and then drops the x86 SIMD
         # baseline (AVX/AVX2/FMA/F16C) from the CPU backend - measured 5x slower prompt processing.
@@ -197,13 +190,14 @@ def make_plan(
             variants=tuple(v.name for v in members), extras=extras, python=options.python, toolkit=toolkit,
             toolkit_root=root, cmake_args=tuple(args), env=env,
             build_dir=options.build_dir / flavour, out_dir=options.wheelhouse / flavour, jobs=jobs,
-            cuda_runtime=(cuda_runtime or options.cuda_runtime) if arch_set is not None else "none",
+            cuda_runtime=options.cuda_runtime if arch_set is not None else "none",
             host=host, nccl_root=nccl, driver_stub=stub, windows=windows,
         ))
     return steps
 
 
-def env_for(step: BuildStep, base: Mapping[str, str]) -> dict[str, str]:
+def step_env(step: BuildStep, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment one step compiles in: ``base`` + the step's additions (+ its toolkit's bin on PATH)."""
     env = {**base, **step.env}
     if step.toolkit_root is not None and step.arch_set is not None:
         dirs = tool_dirs(step.toolkit_root) if step.windows else [step.toolkit_root / "bin"]

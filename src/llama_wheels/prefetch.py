@@ -9,13 +9,15 @@ dependencies, nox, invoke, and optionally NVIDIA's toolkit wheels), ``prefetch.j
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from email.parser import HeaderParser
 from pathlib import Path
+
+import dependency_groups
+from packaging.requirements import Requirement
 
 from llama_wheels import cmd, sdist
 from llama_wheels.config import Options, load_toml
@@ -24,36 +26,48 @@ from llama_wheels.log import Logger, fmt_bytes
 from llama_wheels.model import PYPI_MODELS, download_parts
 from llama_wheels.toolkit import pypi_requirements, pypi_version
 
-DEFAULT_PLATFORMS: list[str] = []  # empty: this machine's own tags
+
+def marker_environment(python_version: str) -> dict[str, str]:
+    """The marker environment of the target Python (the rest is this machine's)."""
+    return {"python_version": python_version, "python_full_version": f"{python_version}.0"}
 
 
-def _sdist_requires(path: Path, extras: set[str]) -> list[str]:
+def wanted(requirement: str, python_version: str, extras: Iterable[str] = ()) -> str | None:
+    """``requirement`` without its marker if the marker holds for the target Python with no extra or
+    one of ``extras``; None if it does not (packaging evaluates the marker, whatever its spelling)."""
+    req = Requirement(requirement)
+    if req.marker is not None:
+        env = marker_environment(python_version)
+        if not any(req.marker.evaluate({**env, "extra": e}) for e in ("", *extras)):
+            return None
+        req.marker = None
+    return str(req)
+
+
+def sdist_requirements(path: Path, extras: Iterable[str], python_version: str) -> list[str]:
     """Requires-Dist of the sdist's PKG-INFO, for no extra or one of ``extras``."""
     with tarfile.open(path, "r:gz") as tar:
         member = next(m for m in tar.getmembers() if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"))
         f = tar.extractfile(member)
         assert f is not None
         meta = HeaderParser().parsestr(f.read().decode("utf-8"))
-    out = []
-    for req in meta.get_all("Requires-Dist") or []:
-        m = re.search(r";\s*extra\s*==\s*['\"]([^'\"]+)['\"]", req)
-        if m is None or m[1] in extras:
-            out.append(req.split(";")[0].strip())
-    return out
+    found = (wanted(r, python_version, extras) for r in meta.get_all("Requires-Dist") or [])
+    return [r for r in found if r is not None]
 
 
-def project_requirements(root: Path, cache_backend: str = "ccache") -> list[str]:
+def project_requirements(root: Path, python_version: str, cache_backend: str = "ccache") -> list[str]:
+    """What this project needs to build and smoke offline: its dependencies, build requirements, the
+    build (and sccache) and smoke dependency groups (include-group resolved), and ci/requirements-tools.txt."""
     data = load_toml(root / "pyproject.toml")
-    reqs = [r for r in data["project"]["dependencies"] if "python_version < '3.11'" not in r]
-    reqs += list(data["build-system"]["requires"])
     groups = data.get("dependency-groups", {})
-    for group in ("build", *(["sccache"] if cache_backend == "sccache" else [])):
-        reqs += [r for r in groups.get(group, []) if isinstance(r, str)]
-    tools = (root / "ci" / "requirements-tools.txt")
+    chosen = [g for g in ("build", *(["sccache"] if cache_backend == "sccache" else []), "smoke") if g in groups]
+    reqs = [*data["project"]["dependencies"], *data["build-system"]["requires"],
+            *dependency_groups.resolve(groups, *chosen)]
+    tools = root / "ci" / "requirements-tools.txt"
     if tools.exists():
         reqs += [line.strip() for line in tools.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    reqs += [r for r in groups.get("smoke", []) if isinstance(r, str)]
-    return reqs
+    found = (wanted(r, python_version) for r in reqs)
+    return [r for r in found if r is not None]
 
 
 def run(options: Options, env: Mapping[str, str], log: Logger, *, python_version: str, slim: bool,
@@ -70,8 +84,8 @@ def run(options: Options, env: Mapping[str, str], log: Logger, *, python_version
             shutil.copy2(src.path, out)
         log.info(f"{out.name}: {fmt_bytes(out.stat().st_size)} (PyPI sdist {fmt_bytes(src.path.stat().st_size)})")
     variants_extras = {e for v in options.variants for e in v.extras}
-    reqs = _sdist_requires(src.path, variants_extras)
-    reqs += project_requirements(options.project_root, options.compiler_cache.backend) + list(extra)
+    reqs = sdist_requirements(src.path, variants_extras, python_version)
+    reqs += project_requirements(options.project_root, python_version, options.compiler_cache.backend) + list(extra)
     target = ["--only-binary", ":all:", "--python-version", python_version]
     for p in platforms:
         target += ["--platform", p]

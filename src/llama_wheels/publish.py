@@ -21,12 +21,11 @@ from packaging.utils import parse_wheel_filename
 
 from llama_wheels import cmd
 from llama_wheels.check import our_wheels
-from llama_wheels.errors import ConfigError
+from llama_wheels.errors import ConfigError, PublishError
 from llama_wheels.log import Logger
 from llama_wheels.published import (
     STATE,
     PublishedFile,
-    PublishError,
     credentials_for,
     origin,
     partial,
@@ -99,7 +98,7 @@ def upload(wheelhouse: Path, url: str, flavour: str | None, env: Mapping[str, st
     args = [sys.executable, "-m", "twine", "upload", "--repository-url", url, "--non-interactive",
             "--disable-progress-bar", *map(str, todo)]
     res = cmd.run(args, env=env, capture=True, check=False)
-    out = res.stdout
+    out = res.stdout + res.stderr  # twine reports HTTP and connection errors on stderr
     if res.returncode != 0:
         status = re.search(r"\b(40[13])\b", out)
         if status:

@@ -19,21 +19,13 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from llama_wheels.errors import ConfigError, FatalError
+from llama_wheels.errors import ConfigError, PublishedConflict, PublishError
 from llama_wheels.sdist import sha256_file
 
 if TYPE_CHECKING:  # requests and pypi-simple come with the publish group; seeding from a folder needs neither
     import requests
 
 STATE = "state.json"
-
-
-class PublishError(FatalError):
-    return_code = 14
-
-
-class PublishedConflict(FatalError):
-    return_code = 13  # the same code as index.IndexConflict: a published file would change
 
 
 @dataclass(frozen=True)

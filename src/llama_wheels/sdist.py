@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from llama_wheels import cmd
-from llama_wheels.errors import ChecksumError, FatalError, OfflineMissing
+from llama_wheels.errors import ChecksumError, OfflineMissing, SourceError
 
 DROP_DIRS = (".git", "docs", "benches", "media")
 DROP_GLOBS = ("vendor/llama.cpp/models/*.gguf",)
@@ -130,7 +130,7 @@ def fetch(cache: Path, version: str, original_sha256: str, env: dict[str, str] |
                  "--disable-pip-version-check", "--dest", str(tmp_dir), f"llama-cpp-python=={version}"], env=env)
         got = next(tmp_dir.glob("llama_cpp_python-*.tar.gz"), None)
         if got is None:
-            raise FatalError("pip downloaded no sdist", "check the network and the index settings")
+            raise SourceError("pip downloaded no sdist", "check the network and the index settings")
         got.replace(path)
     verify(path, original_sha256)  # on mismatch the file stays: either it or the pin is wrong
     return Source(path, original_sha256, slim=False)
@@ -155,10 +155,10 @@ def extract(source: Source, dest_root: Path) -> Path:
         try:
             tar.extractall(staging, filter="data")  # refuses absolute paths, '..' and links out
         except tarfile.FilterError as exc:
-            raise FatalError(f"unsafe member in {source.path.name}: {exc}",
-                             "the sdist is corrupt; fetch it again") from None
+            raise SourceError(f"unsafe member in {source.path.name}: {exc}",
+                              "the sdist is corrupt; fetch it again") from None
     if not (staging / base / "pyproject.toml").exists():
-        raise FatalError(f"{source.path.name} has no {base}/pyproject.toml", "the sdist is corrupt; fetch it again")
+        raise SourceError(f"{source.path.name} has no {base}/pyproject.toml", "the sdist is corrupt; fetch it again")
     (staging / ".extracted").write_text(source.path.name + "\n")
     if target.exists():
         from llama_wheels.clean import remove_tree_within

@@ -17,10 +17,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llama_wheels import cmd
+from llama_wheels.config import Options
 from llama_wheels.errors import ConfigError, SmokeFailed
 from llama_wheels.log import Logger
 
@@ -84,16 +86,34 @@ def install_wheel(wheel: Path, entry: Mapping[str, Any], venv_dir: Path, python:
     return venv_py
 
 
-def cmd_serve(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+@dataclass(frozen=True)
+class ServeRequest:
+    model: Path  # the GGUF file to serve
+    wheel: str | None = None
+    flavour: str | None = None  # needed when several flavours are built
+    port: int | None = None  # None: a free one
+    host: str = "127.0.0.1"
+    n_gpu_layers: int = -1
+    server_args: tuple[str, ...] = ()  # more arguments for llama_cpp.server
+    ready_timeout: float = 300
+
+
+def request_from_args(args: argparse.Namespace) -> ServeRequest:
+    return ServeRequest(model=Path(args.model).expanduser(), wheel=args.wheel, flavour=args.flavour, port=args.port,
+                        host=args.host, n_gpu_layers=args.n_gpu_layers, server_args=tuple(args.server_arg or ()),
+                        ready_timeout=args.ready_timeout)
+
+
+def run(options: Options, args: ServeRequest, env: Mapping[str, str], log: Logger) -> None:
+    """Install the chosen wheel with [server] into a fresh venv and serve ``args.model`` until Ctrl-C
+    (or SIGTERM); SmokeFailed if the server exits by itself."""
     from llama_wheels.clean import owned_subdir
-    from llama_wheels.cli import _options
     from llama_wheels.detect import find_pythons
     from llama_wheels.model import validate
     from llama_wheels.net import free_port, port_in_use
     from llama_wheels.smoke.targets import select_wheels
 
-    options = _options({}, env, log, quiet=True)
-    model = Path(args.model).expanduser()
+    model = args.model
     if not model.is_file():
         raise ConfigError(f"model {model} does not exist", "pass the path of a .gguf file: --model PATH")
     validate(model)
@@ -110,7 +130,7 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     run_env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LLAMA_WHEELS_PROG")}
     venv_py = install_wheel(wheel, entry, work / f"venv-{wheel.parent.name}", python, options.build_dir, run_env, log)
     argv = server_command(venv_py, model, host=args.host, port=port, n_gpu_layers=args.n_gpu_layers,
-                          extra=tuple(args.server_arg or ()))
+                          extra=args.server_args)
     log_path = work / f"server-{wheel.parent.name}.log"
     base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"
     log.info(f"server log: {log_path}")
@@ -133,13 +153,14 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     except KeyboardInterrupt:
         code = stop(proc)
         log.info(f"server stopped (exit code {code})")
-        return 0
     finally:
         stop(proc)
         signal.signal(signal.SIGTERM, previous)
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The subcommand's arguments; the caller sets its handler."""
+    s: argparse.ArgumentParser
     s = sub.add_parser("serve", help="serve a GGUF model with a built wheel (the guide's last step)",
                        description="A fresh venv with the wheel and [server] from the wheelhouse, then "
                                    "python -m llama_cpp.server on your model; prints the URL of /docs; Ctrl-C "
@@ -157,4 +178,4 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--ready-timeout", type=float, default=300, metavar="S",
                    help="seconds to wait for the model to load (default: 300)")
     s.add_argument("--offline", action="store_true", help="accepted for symmetry; it installs from local folders only")
-    s.set_defaults(func=cmd_serve)
+    return s

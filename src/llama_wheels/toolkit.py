@@ -1,7 +1,9 @@
 """CUDA toolkits: NVIDIA's PyPI wheels made usable by CMake.
 
 ``pypi:<major.minor>`` installs ``cuda-toolkit[...]`` into a cache dir once. The wheels lack what
-CMake's FindCUDAToolkit and nvcc's link line expect, so we add (measured, shared/FACTS.md):
+CMake's FindCUDAToolkit and nvcc's link line expect (nvcc links from ``lib64``; the runtime wheels ship
+only versioned libraries such as ``libcudart.so.13``), so we add, as measured building llama.cpp with
+cuda-toolkit 13.0.2:
 ``lib64 -> lib`` and unversioned ``libcudart.so``/``libcublas.so``/``libcublasLt.so`` links.
 
 There is no libcuda stub on PyPI, and a system toolkit's ``lib64/stubs`` may or may not be there, so
@@ -21,20 +23,21 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from llama_wheels import cmd, windows
-from llama_wheels.compat import Version, parse_version, vstr
-from llama_wheels.errors import ConfigError, FatalError
+from llama_wheels.compat import CudaVersion, parse_version, vstr
+from llama_wheels.errors import ConfigError, ToolNotFound
 
 #: cuda major.minor -> (cuda-toolkit meta-package version, cuobjdump wheel pin). CUDA 12 wheels
-#: ship ptxas but no nvcc (research/tech.md §5), so only CUDA 13+ can come from PyPI. No 13.0
+#: ship ptxas but no nvcc (nvidia-cuda-nvcc-cu12 12.4-12.9 and -cu11 11.8 hold only ptxas, libnvvm
+#: and crt headers), so only CUDA 13+ can come from PyPI. No 13.0
 #: cuobjdump wheel exists; a newer cuobjdump reads older fatbins.
-PYPI_TOOLKITS: dict[Version, tuple[str, str]] = {
+PYPI_TOOLKITS: dict[CudaVersion, tuple[str, str]] = {
     (13, 0): ("13.0.2", "nvidia-cuda-cuobjdump==13.5.37"),
 }
 TOOLKIT_EXTRAS = "nvcc,cudart,cublas,cccl,crt,nvvm"
 UNVERSIONED_LINKS = ("libcudart.so", "libcublas.so", "libcublasLt.so")
 
 
-def pypi_version(spec: str) -> Version:
+def pypi_version(spec: str) -> CudaVersion:
     v = parse_version(spec.split(":", 1)[1])
     if v not in PYPI_TOOLKITS:
         if v[0] < 13:
@@ -45,21 +48,21 @@ def pypi_version(spec: str) -> Version:
     return v
 
 
-def pypi_target(cache_dir: Path, version: Version) -> Path:
+def pypi_target(cache_dir: Path, version: CudaVersion) -> Path:
     return cache_dir / "toolkits" / f"cu{version[0]}{version[1]}"
 
 
-def pypi_root(cache_dir: Path, version: Version) -> Path:
+def pypi_root(cache_dir: Path, version: CudaVersion) -> Path:
     """Where nvcc's ``bin/`` will be: ``<target>/nvidia/cu13``."""
     return pypi_target(cache_dir, version) / "nvidia" / f"cu{version[0]}"
 
 
-def pypi_requirements(version: Version) -> list[str]:
+def pypi_requirements(version: CudaVersion) -> list[str]:
     meta, cuobjdump = PYPI_TOOLKITS[version]
     return [f"cuda-toolkit[{TOOLKIT_EXTRAS}]=={meta}", cuobjdump]
 
 
-def install_pypi_toolkit(cache_dir: Path, version: Version, *, find_links: Path | None = None,
+def install_pypi_toolkit(cache_dir: Path, version: CudaVersion, *, find_links: Path | None = None,
                          env: dict[str, str] | None = None) -> Path:
     """Install (once) and fix up the PyPI toolkit; return its root. ``find_links`` = offline."""
     target = pypi_target(cache_dir, version)
@@ -87,7 +90,7 @@ def install_pypi_toolkit(cache_dir: Path, version: Version, *, find_links: Path 
 def fix_layout(root: Path) -> None:
     """Make the wheel layout look like a toolkit to CMake and nvcc (Linux; Windows: windows.fix_pypi_layout)."""
     if not (root / "bin" / "nvcc").exists():
-        raise FatalError(f"{root} has no bin/nvcc", "delete the toolkit cache dir and run again")
+        raise ToolNotFound(f"{root} has no bin/nvcc", "delete the toolkit cache dir and run again")
     lib64 = root / "lib64"
     if not lib64.exists():
         lib64.symlink_to("lib", target_is_directory=True)
@@ -143,7 +146,7 @@ def install_nccl(cache_dir: Path, cuda_major: int, *, find_links: Path | None = 
             _rmtree_owned(target, cache_dir)
         tmp.rename(target)
     if not (root / "include" / "nccl.h").exists() or not (root / "lib" / "libnccl.so.2").exists():
-        raise FatalError(f"{root} has no include/nccl.h or lib/libnccl.so.2", f"delete {target} and run again")
+        raise ToolNotFound(f"{root} has no include/nccl.h or lib/libnccl.so.2", f"delete {target} and run again")
     stamp.touch()
     return root
 
@@ -167,14 +170,14 @@ def make_driver_stub(toolkit_root: Path, dest: Path, env: Mapping[str, str]) -> 
     the file is never copied into a wheel, and the loader looks for ``libcuda.so.1``, which is not here."""
     header = toolkit_root / "include" / "cuda.h"
     if not header.exists():
-        raise FatalError(f"{header} does not exist: cannot make the libcuda link stub a VMM build needs",
+        raise ToolNotFound(f"{header} does not exist: cannot make the libcuda link stub a VMM build needs",
                          "use a complete CUDA toolkit, or set ggml option vmm = false (labels the wheel .novmm)")
     cc = env.get("CC") or "cc"
     dest.mkdir(parents=True, exist_ok=True)
     pre = cmd.run([cc, "-E", "-P", "-I", str(header.parent), str(header)], env=env, capture=True, quiet=True).stdout
     names = driver_api_names(header.read_text(encoding="utf-8", errors="replace"), pre)
     if len(names) < 100:
-        raise FatalError(f"found only {len(names)} driver API functions in {header}", "is it NVIDIA's cuda.h?")
+        raise ToolNotFound(f"found only {len(names)} driver API functions in {header}", "is it NVIDIA's cuda.h?")
     source = dest / "libcuda_stub.c"
     source.write_text("/* generated by llama-wheels from cuda.h: link-time stub, never loaded */\n"
                       + "".join(f"int {n}(void) {{ return 999; }}\n" for n in names), encoding="utf-8")

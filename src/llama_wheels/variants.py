@@ -28,7 +28,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from llama_wheels import cmd, manifest, selector, wheels
-from llama_wheels.errors import FatalError, ToolNotFound
+from llama_wheels.errors import ToolNotFound, VariantError
 from llama_wheels.log import Logger
 from llama_wheels.sdist import sha256_file
 
@@ -42,10 +42,6 @@ requires = ["nvidia-variant-provider>=0.0.1,<1.0.0"]
 plugin-api = "nvidia_variant_provider.plugin:NvidiaVariantPlugin"
 """
 _PROP = re.compile(r"^(\w+) :: (\w+) :: ([\w.]+)$", re.M)
-
-
-class VariantError(FatalError):
-    return_code = 14
 
 
 def properties(entry: Mapping[str, Any]) -> list[str]:

@@ -28,11 +28,10 @@ from packaging.version import InvalidVersion, Version
 
 from llama_wheels import cmd, windows
 from llama_wheels.elf import is_elf, patch, read_dynamic
-from llama_wheels.errors import WheelCheckFailed
+from llama_wheels.errors import DamagedWheel, WheelCheckFailed
 
 PKG = "llama_cpp"
 #: Libraries the CUDA runtime wheels provide, and where they install relative to llama_cpp/lib/.
-NVIDIA_RUNTIME_LIBS = ("libcudart.so", "libcublas.so", "libcublasLt.so")
 PIP_RUNPATH = ("$ORIGIN", "$ORIGIN/../../nvidia/cu{major}/lib", "$ORIGIN/../../nvidia/cuda_runtime/lib",
                "$ORIGIN/../../nvidia/cublas/lib")
 #: Never bundled: the driver is the machine's, not the wheel's.
@@ -257,11 +256,6 @@ class WheelReport:
 
 def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
-class DamagedWheel(WheelCheckFailed):
-    """A wheel whose bytes are not what was built: not a zip, truncated, a member that fails its CRC or
-    RECORD hash, or a sha256 other than the manifest's."""
 
 
 def _dist_info_of(names: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePath
 
 from llama_wheels import cmd
-from llama_wheels.errors import FatalError
+from llama_wheels.errors import BuildFailed, ToolNotFound
 from llama_wheels.pe import AMD64, PeInfo, module_definition, read_pe
 
 PYPI_DLL_DIR = PurePath("bin", "x86_64")  # every DLL of NVIDIA's win_amd64 wheels
@@ -72,7 +72,7 @@ def import_lib_command(def_file: Path, out: Path, dll_name: str) -> list[str]:
 def fix_pypi_layout(root: Path, major: int, env: Mapping[str, str] | None = None) -> list[Path]:
     """Make NVIDIA's win_amd64 toolkit wheels usable by CMake: the cuBLAS import libraries. Idempotent."""
     if not (root / "bin" / "nvcc.exe").exists():
-        raise FatalError(f"{root} has no bin\\nvcc.exe", "delete the toolkit cache dir and run again")
+        raise ToolNotFound(f"{root} has no bin\\nvcc.exe", "delete the toolkit cache dir and run again")
     made = []
     for lib_name, dll_pattern in MISSING_IMPORT_LIBS.items():
         out = root / PYPI_LIB_DIR / lib_name
@@ -81,7 +81,7 @@ def fix_pypi_layout(root: Path, major: int, env: Mapping[str, str] | None = None
         dll_name = dll_pattern.format(major=major)
         dll = root / PYPI_DLL_DIR / dll_name
         if not dll.exists():
-            raise FatalError(f"{dll} is missing", "delete the toolkit cache dir and run again")
+            raise ToolNotFound(f"{dll} is missing", "delete the toolkit cache dir and run again")
         def_file = out.with_suffix(".def")
         def_file.parent.mkdir(parents=True, exist_ok=True)
         def_file.write_text(module_definition(dll_name, read_pe(dll).exports), encoding="ascii")
@@ -115,12 +115,12 @@ def bundle(wheel: Path, out_dir: Path, toolkit_root: Path, env: Mapping[str, str
     cmd.run(delvewheel_command(wheel, out_dir, toolkit_root), env=env)
     found = sorted(out_dir.glob("*.whl"))
     if len(found) != 1:
-        raise FatalError(f"delvewheel left {len(found)} wheels in {out_dir}", "see its output above")
+        raise BuildFailed(f"delvewheel left {len(found)} wheels in {out_dir}", "see its output above")
     return found[0]
 
 
 def _system_dll(name: str) -> bool:
-    from delvewheel import _dll_list  # delvewheel's own table of DLLs every Windows has (not a copy)
+    from delvewheel import _dll_list  # noqa: PLC2701  (delvewheel's own table of DLLs every Windows has, not a copy)
 
     lower = name.lower()
     return lower in _dll_list.ignore_names[_dll_list.MachineType.AMD64] or \
@@ -128,7 +128,7 @@ def _system_dll(name: str) -> bool:
 
 
 def _vc_runtime(name: str) -> bool:
-    from delvewheel import _dll_list
+    from delvewheel import _dll_list  # noqa: PLC2701  (as above)
 
     return bool(_dll_list.vc_redist.fullmatch(name.lower()))
 

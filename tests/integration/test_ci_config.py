@@ -56,10 +56,22 @@ def test_cibuildwheel_builds_one_python(package: Path, platform: str, expected: 
     assert res.stdout.split() == [expected]
 
 
-def test_cibuildwheel_options_parse(package: Path) -> None:
-    from cibuildwheel.options import compute_options  # noqa: F401  (the import proves the version's API)
+def test_cibuildwheel_reads_our_configuration(package: Path) -> None:
+    """Our [tool.cibuildwheel] as cibuildwheel's own option reader resolves it: the CUDA image, the
+    frontend, and repair commands that leave the driver and the CUDA runtime outside the wheel."""
+    import dataclasses
 
-    res = subprocess.run([sys.executable, "-m", "cibuildwheel", "--print-build-identifiers", "--platform", "linux",
-                          "--config-file", str(ROOT / "pyproject.toml"), str(package)], capture_output=True, text=True,
-                         env={"CIBW_BUILD_VERBOSITY": "1", "PATH": "/usr/bin:/bin"})
-    assert res.returncode == 0, res.stderr
+    from cibuildwheel.options import CommandLineArguments, compute_options
+
+    args = dataclasses.replace(CommandLineArguments.defaults(), config_file=str(ROOT / "pyproject.toml"),
+                               package_dir=package)
+    linux = compute_options("linux", dataclasses.replace(args, platform="linux"), {"PATH": "/usr/bin:/bin"})
+    lo = linux.build_options("cp311-manylinux_x86_64")
+    assert lo.build_frontend is not None and lo.build_frontend.name == "build"
+    assert lo.manylinux_images is not None
+    assert lo.manylinux_images["x86_64"] == "sameli/manylinux_2_34_x86_64_cuda_13.0"
+    assert lo.repair_command.startswith("auditwheel repair --exclude libcuda.so.1 --exclude 'libcudart.so.*'")
+    windows = compute_options("windows", dataclasses.replace(args, platform="windows"), {"PATH": "/usr/bin:/bin"})
+    wo = windows.build_options("cp311-win_amd64")
+    assert wo.before_build == "pip install delvewheel==1.13.0"
+    assert "--exclude nvcuda.dll;cudart64_13.dll" in wo.repair_command

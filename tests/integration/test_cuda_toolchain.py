@@ -4,6 +4,7 @@ llama.cpp configured with GGML_CUDA=on, and arch verification on real fatbinarie
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -52,7 +53,10 @@ def test_llama_cpp_configures_with_cuda(cuda_root: Path, tmp_path: Path) -> None
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     cache = (tmp_path / "b" / "CMakeCache.txt").read_text()
     assert "CMAKE_CUDA_COMPILER:" in cache and "GGML_CUDA:BOOL=on" in cache
-    assert "CUDA_cublas_LIBRARY" in cache or "cublas" in cache
+    cublas = re.search(r"^CUDA_cublas_LIBRARY:FILEPATH=(.+)$", cache, re.M)  # FindCUDAToolkit's cache entry
+    assert cublas, "FindCUDAToolkit found no cuBLAS"
+    found = Path(cublas[1]).resolve()
+    assert found.is_relative_to(cuda_root.resolve()) and found.name.startswith("libcublas.so"), found
 
 
 def test_verifier_reads_two_archs_from_a_real_fatbin(cuda_root: Path, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The published state decides (issue 16): two releases from fresh wheelhouses both stay listed, a changed file is
 refused however the server writes its links, and credentials go only to the upload host. Real pypiserver, real
-twine, real pip; the small wheels come from tests/unit/_wheelmaker.py (valid, installable, fast)."""
+twine, real pip; the small wheels come from tests/wheelmaker.py (valid, installable, fast)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ..unit._wheelmaker import make_wheel
+from ..wheelmaker import make_wheel
 from .conftest import ROOT, lw
 
 USER, PASSWORD = "uploader", "s3cret-pass"

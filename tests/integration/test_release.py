@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from packaging.metadata import Metadata
 
-from llama_wheels.index import IndexConflict, build_index
+from llama_wheels.errors import IndexConflict
+from llama_wheels.index import build_index
 
 from .conftest import lw
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from llama_wheels import manifest
-from tests.unit._wheelmaker import make_wheel
+from tests.wheelmaker import make_wheel
 
 from .conftest import ROOT, lw
 

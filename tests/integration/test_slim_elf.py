@@ -10,7 +10,7 @@ from pathlib import Path
 from llama_wheels import wheels
 from llama_wheels.elf import read_dynamic
 
-from ..unit._wheelmaker import make_wheel
+from ..wheelmaker import make_wheel
 
 
 def build_libs(d: Path) -> None:

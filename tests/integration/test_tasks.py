@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import platform
+import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,16 +21,20 @@ def test_invoke_list_shows_tasks_with_help() -> None:
     assert "--dry-run" in helptext and "list what would be removed" in helptext
 
 
-def test_doctor_json_fast_and_valid() -> None:
-    t0 = time.monotonic()
+def test_doctor_json_reports_this_machine() -> None:
+    """The JSON agrees with what this test finds by itself: the running Python, the tools on PATH,
+    the exit code that matches the verdicts, and a toolkit choice that names its source."""
     res = subprocess.run([*INVOKE, "doctor", "--json"], cwd=ROOT, capture_output=True, text=True, check=False)
-    assert time.monotonic() - t0 < 10
     data = json.loads(res.stdout)
     assert res.returncode == (0 if data["ok"] else 4)
-    assert data["facts"]["compiler"]["kind"] in ("gcc", "clang")
-    for tk in data["facts"]["toolkits"]:  # each nvcc found is judged complete or not, with what it lacks
-        assert tk["complete"] is (not tk["missing"])
+    assert data["ok"] is not any(v["level"] == "fail" for v in data["verdicts"])
+    assert data["facts"]["python"] == platform.python_version()
+    for tool in ("cmake", "ninja", "git"):
+        assert bool(data["facts"]["tools"][tool]) is bool(shutil.which(tool)), tool
+    compiler = data["facts"]["compiler"]
+    assert compiler["path"] == next(filter(None, map(shutil.which, ("g++", "c++", "clang++"))), None)
     assert data["toolkit"]["source"] in ("system", "pypi")
+    assert data["toolkit"]["why"] and data["toolkit"]["version"]
 
 
 def test_doctor_bad_arch_set_one_line() -> None:

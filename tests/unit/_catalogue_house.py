@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._wheelmaker import make_wheel
+from ..wheelmaker import make_wheel
 
 CUDA_ARGS = ["-DGGML_NATIVE=OFF", "-DGGML_CUDA=on"]
 # flavour -> (local label, payload bytes (sets the size), manifest fields)

@@ -9,7 +9,6 @@ from llama_wheels.detect import (
     parse_nvidia_smi_banner,
     parse_nvidia_smi_csv,
     parse_vswhere,
-    toolkit_version_from_path,
 )
 
 
@@ -65,35 +64,17 @@ def test_nvidia_smi_windows_and_mixed(fixture_text) -> None:
     assert parse_nvidia_smi_csv("No devices were found\n") == []
 
 
-@pytest.mark.parametrize(("path", "v"), [
-    (r"C:\Program Files\NVIDIA GPU Computing Toolkit\CUDA\v12.9", (12, 9)),
-    ("/usr/local/cuda-13.0", (13, 0)),
-    ("/usr/local/cuda", None),
-])
-def test_toolkit_path(path: str, v) -> None:
-    assert toolkit_version_from_path(path) == v
+def test_visual_studio_without_the_prompt(fixture_text) -> None:
+    """With no cl on PATH, the doctor names the install vswhere found, its prompt and its vcvars64.bat."""
+    from llama_wheels.detect import Facts
+    from llama_wheels.doctor import compiler_verdict
 
-
-def test_visual_studio_without_the_prompt(fixture_text, tmp_path) -> None:
-    """vswhere is the installer's own tool (here a script printing its recorded JSON), found where the
-    installer puts it; the doctor then names the prompt and the vcvars64.bat of that install."""
-    from llama_wheels.detect import Facts, find_visual_studio
-    from llama_wheels.doctor import _compiler_verdict
-
-    inst_dir = tmp_path / "Microsoft Visual Studio" / "Installer"
-    inst_dir.mkdir(parents=True)
-    (tmp_path / "vswhere.json").write_text(fixture_text("vswhere.json"))
-    exe = inst_dir / "vswhere.exe"
-    exe.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'args'}\ncat {tmp_path / 'vswhere.json'}\n")
-    exe.chmod(0o755)
-    (vs,) = find_visual_studio({"ProgramFiles(x86)": str(tmp_path), "PATH": "/usr/bin:/bin"})
-    assert "-requires Microsoft.VisualStudio.Component.VC.Tools.x86.x64" in (tmp_path / "args").read_text()
+    (vs,) = parse_vswhere(fixture_text("vswhere.json"))
     assert (vs.year, vs.vcvars64) == ("2022", r"C:\Program Files\Microsoft Visual Studio\2022\Community"
                                       r"\VC\Auxiliary\Build\vcvars64.bat")
-    assert find_visual_studio({"ProgramFiles(x86)": str(tmp_path / "none")}) == []
     f = Facts(os="Windows 11", machine="AMD64", python="3.11", visual_studio=[vs])
-    verdict = _compiler_verdict(f, None)
+    verdict = compiler_verdict(f, None)
     assert verdict.level == "fail" and "cl is not on PATH, but Visual Studio Community 2022 17.14" in verdict.message
     assert "x64 Native Tools Command Prompt for VS 2022" in verdict.fix and "vcvars64.bat" in verdict.fix
-    assert "no C++ compiler found" in _compiler_verdict(Facts(os="Windows 11", machine="AMD64", python="3.11"),
+    assert "no C++ compiler found" in compiler_verdict(Facts(os="Windows 11", machine="AMD64", python="3.11"),
                                                         None).message

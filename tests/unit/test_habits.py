@@ -1,4 +1,7 @@
-"""The guide's habits (CMAKE_ARGS, FORCE_CMAKE, several arch sets) and the plan's cost, through the real CLI."""
+"""The guide's habits (CMAKE_ARGS, FORCE_CMAKE, several arch sets) and the plan's cost, through the real CLI.
+
+The build host is injected (recorded facts, see conftest.build_host_facts): no g++/nvcc/cmake is spawned.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels import cost
+from llama_wheels import cost, pipeline
 from llama_wheels.archs import parse_arch_set
 from llama_wheels.cli import main
 from llama_wheels.cmakeargs import check_extra, from_environment
-from llama_wheels.doctor import ToolkitChoice
+from llama_wheels.detect import Facts, ToolkitChoice
 from llama_wheels.errors import ConfigError
 from llama_wheels.plan import extra_hash, make_plan
 
+from .conftest import build_host_facts
+
 ROOT = Path(__file__).resolve().parents[2]
 PYPI = ToolkitChoice("pypi", (13, 0), None, "NVIDIA's PyPI cuda-toolkit 13.0")
+
+
+@pytest.fixture(autouse=True)
+def host(monkeypatch: pytest.MonkeyPatch) -> Facts:
+    facts = build_host_facts()
+    monkeypatch.setattr(pipeline, "gather_facts", lambda options, env: facts)
+    return facts
 
 
 def dry_run(capsys: pytest.CaptureFixture[str], *argv: str, **env: str) -> tuple[int, str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from llama_wheels.archs import parse_arch_set
-from llama_wheels.doctor import ToolkitChoice
+from llama_wheels.detect import ToolkitChoice
 from llama_wheels.errors import ConfigError
 from llama_wheels.plan import extra_hash, make_plan
 
@@ -48,10 +48,10 @@ def test_variant_with_own_flags_gets_own_compile(options) -> None:
 
 
 def test_system_toolkit_and_cpu_and_extra_args(options) -> None:
-    o = options('cmake-args = ["-DGGML_CUDA_FA=OFF"]\n')
+    o = options('cmake-args = ["-DGGML_CUDA_FA=OFF"]\ncuda-runtime = "system"\n')
     sysk = ToolkitChoice("system", (12, 9), None, "system")
     (step,) = make_plan(o, arch_set=parse_arch_set("89"), toolkit=sysk, variants=["default"], launcher=None,
-                        jobs=4, cuda_runtime="system")
+                        jobs=4)
     h = extra_hash(["-DGGML_CUDA_FA=OFF"])
     assert step.flavour == f"cu129-sm89-x{h}" and step.variants == ("default",) and step.extras == ()
     assert not any(a.startswith("-DCUDAToolkit_ROOT") for a in step.cmake_args)

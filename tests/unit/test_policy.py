@@ -8,7 +8,7 @@ import pytest
 
 from llama_wheels import policy
 from llama_wheels.archs import parse_arch_set
-from llama_wheels.doctor import ToolkitChoice
+from llama_wheels.detect import ToolkitChoice
 from llama_wheels.errors import ConfigError
 from llama_wheels.plan import make_plan
 from llama_wheels.policy import Binary, closure_problems, manylinux_whitelist, resolve

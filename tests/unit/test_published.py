@@ -10,7 +10,7 @@ import pytest
 from llama_wheels.errors import ConfigError
 from llama_wheels.published import PublishedConflict, credentials_for, seed
 
-from ._wheelmaker import make_wheel
+from ..wheelmaker import make_wheel
 
 ENV = {"TWINE_USERNAME": "u", "TWINE_PASSWORD": "p"}
 

@@ -262,7 +262,7 @@ def test_install_runs_that_command(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("argv", "code", "text"), [
-    (["--gpus", "nine"], 2, "'nine' is not a compute capability; write it like 9.0"),
+    (["--gpus", "nine", "--driver-cuda", "13.0"], 2, "'nine' is not a compute capability; write it like 9.0"),
     (["--driver-cuda", "latest", "--gpus", "9.0"], 2, "'latest' is not a CUDA version"),
 ])
 def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int,
@@ -274,7 +274,7 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_missing_catalogue_says_where_it_looked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert selector.main(["--index", str(tmp_path), "--gpus", "none"]) == 3
+    assert selector.main(["--index", str(tmp_path), "--gpus", "none", "--driver-cuda", "13.0"]) == 3
     assert "flavours.json" in capsys.readouterr().err
 
 

@@ -14,13 +14,12 @@ import pytest
 
 from llama_wheels import windows
 from llama_wheels.archs import parse_arch_set
-from llama_wheels.detect import toolkit_missing
-from llama_wheels.doctor import ToolkitChoice
+from llama_wheels.detect import ToolkitChoice, toolkit_missing
 from llama_wheels.pe import module_definition, read_pe
-from llama_wheels.plan import env_for, make_plan
+from llama_wheels.plan import make_plan, step_env
 from llama_wheels.wheels import apply_runtime, check_wheel
 
-from ._wheelmaker import make_wheel
+from ..wheelmaker import make_wheel
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "windows"
 PYPI = ToolkitChoice("pypi", (13, 0), None, "NVIDIA's PyPI cuda-toolkit 13.0")
@@ -157,18 +156,18 @@ def test_windows_paths_survive_cmake_args(options, cache: str) -> None:
     assert archs.endswith("=86-real;89-real;89-virtual;120a-real")
     nvcc = next(a.split("=", 1)[1] for a in args if a.startswith("-DCMAKE_CUDA_COMPILER="))
     assert PureWindowsPath(nvcc).name == "nvcc.exe" and PureWindowsPath(cache).parts[-1] in nvcc
-    path = env_for(step, {"PATH": r"C:\Windows"})["PATH"].split(";")  # Windows' PATH separator
+    path = step_env(step, {"PATH": r"C:\Windows"})["PATH"].split(";")  # Windows' PATH separator
     assert path[0].endswith("bin") and path[1].endswith("x86_64")  # nvcc.exe, then NVIDIA's DLLs
 
 
 def test_doctor_on_windows_needs_lib_exe_for_the_pypi_toolkit() -> None:
     from llama_wheels.detect import Facts
-    from llama_wheels.doctor import _windows_pypi_verdicts
+    from llama_wheels.doctor import windows_pypi_verdicts
 
     facts = Facts(os="Windows 11", machine="AMD64", python="3.11.9", tools={"lib": ""})
-    (v,) = _windows_pypi_verdicts(facts, PYPI)
+    (v,) = windows_pypi_verdicts(facts, PYPI)
     assert v.level == "fail" and "lib.exe" in v.message and "x64 Native Tools" in v.fix
     facts.tools["lib"] = r"C:\VS\VC\Tools\MSVC\14.44.35207\bin\Hostx64\x64\lib.exe"
-    (v,) = _windows_pypi_verdicts(facts, PYPI)
+    (v,) = windows_pypi_verdicts(facts, PYPI)
     assert v.level == "info" and "cublas.lib" in v.message
-    assert _windows_pypi_verdicts(Facts(os="Linux 6.1", machine="x86_64", python="3.11"), PYPI) == []
+    assert windows_pypi_verdicts(Facts(os="Linux 6.1", machine="x86_64", python="3.11"), PYPI) == []

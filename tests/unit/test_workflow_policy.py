@@ -16,16 +16,18 @@ import pytest
 import yaml
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:
-    import tomli as tomllib
+    pass
+
+from llama_wheels.config import resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = {p.name: p for p in sorted((ROOT / "ci" / "workflows").glob("*.yml"))}
 GUARD = ("github.event_name != 'pull_request' || "
          "github.event.pull_request.head.repo.full_name == github.repository")
 HOSTED = re.compile(r"(ubuntu|windows|macos)-[\w.-]+")
-ARCH_SETS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["llama-wheels"]["arch-sets"]
+ARCH_SETS = dict(resolve(ROOT, {}).arch_sets)  # the resolved sets: defaults plus this project's table
 
 Workflow = dict[str, Any]
 

@@ -31,12 +31,13 @@ def run_probe(venv_python: str, check: str, args: Mapping[str, Any], env: Mappin
     res = cmd.run([venv_python, str(PROBE), check, json.dumps(dict(args))], env=env, capture=True, check=False,
                   quiet=True, timeout=timeout)
     line = next((ln for ln in reversed(res.stdout.splitlines()) if ln.startswith("RESULT ")), None)
+    output = res.stdout + res.stderr  # the probe's lines on stdout; llama.cpp's log (offload counts, aborts) on stderr
     if res.returncode == 0 and line is not None:
-        return ProbeRun(json.loads(line[len("RESULT "):]), res.stdout, "")
+        return ProbeRun(json.loads(line[len("RESULT "):]), output, "")
     code = res.returncode
     why = f"crashed with {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    tail = " | ".join(res.stdout.strip().splitlines()[-3:])
-    return ProbeRun(None, res.stdout, f"{why}: {tail}")
+    tail = " | ".join(output.strip().splitlines()[-3:])
+    return ProbeRun(None, output, f"{why}: {tail}")
 
 
 def probe(venv_python: str, check: str, args: Mapping[str, Any], env: Mapping[str, str],
