@@ -7,7 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT/logs"
 export LLAMA_WHEELS_PYTHON=${LLAMA_WHEELS_PYTHON:-$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')}
-export PYTHONPATH=/tmp/llama-wheels-tools PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+export PYTHONPATH="$PWD/src:/tmp/llama-wheels-tools" PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 RUN() { local name=$1; shift; echo "=== $name: $*" | tee -a "$OUT/logs/summary.txt"; local t0=$SECONDS
   ( "$@" ) > "$OUT/logs/$name.log" 2>&1; local rc=$?
   echo "=== $name: rc=$rc in $((SECONDS - t0)) s" | tee -a "$OUT/logs/summary.txt"; tail -n 25 "$OUT/logs/$name.log"; return 0; }
@@ -16,7 +16,8 @@ for stage in "$@"; do case "$stage" in
   info) RUN info sh -c 'nvidia-smi -L; nvidia-smi --query-gpu=index,name,compute_cap,driver_version --format=csv; nproc;
         free -g | head -2; python3 -c "import importlib.metadata as m; [print(n, m.version(n)) for n in (\"nvidia-nccl-cu13\", \"nvidia-cuda-runtime\", \"nvidia-cublas\")]";
         ls /usr/include/nccl.h /lib/x86_64-linux-gnu/libnccl.so.2; nvcc --version | tail -2' ;;
-  tools) [ -d /tmp/llama-wheels-tools ] || python3 -m pip install -q --no-index --find-links .prefetch/wheels --target /tmp/llama-wheels-tools -r ci/requirements-tools.txt .
+  tools) [ -d /tmp/llama-wheels-tools ] || python3 -m pip install -q --no-index --find-links .prefetch/wheels --target /tmp/llama-wheels-tools -r ci/requirements-tools.txt . \
+           && rm -rf /tmp/llama-wheels-tools/llama_wheels /tmp/llama-wheels-tools/llama_wheels-*.dist-info
          RUN repack python3 ci/repack_installed.py .prefetch/wheels nvidia-cuda-runtime nvidia-cublas nvidia-nccl-cu13 ;;
   build) RUN build env CUDA_RUNTIME=system ARCHS=90 scripts/gpu-runner.sh build ;;
   build-nccl) RUN build-nccl env LLAMA_WHEELS_GGML_NCCL=true python3 -m nox -s build_cuda -- --offline --archs 90 --variant default --cuda-runtime pip ;;

@@ -13,10 +13,12 @@ TOOLS=${LW_TOOLS:-/tmp/llama-wheels-tools}
 LLAMA_WHEELS_PYTHON=${LLAMA_WHEELS_PYTHON:-$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}
 export LLAMA_WHEELS_PYTHON
 if [ ! -d "$TOOLS" ]; then
-  # nox and invoke, plus this project and its dependencies (the light sessions run in this environment)
+  # nox and invoke, plus this project's dependencies (the light sessions run in this environment). The
+  # project itself always comes from this checkout's src/ (first on PYTHONPATH), never a stale copy.
   "$PY" -m pip install --quiet --no-index --find-links .prefetch/wheels --target "$TOOLS" -r ci/requirements-tools.txt .
+  rm -rf "$TOOLS"/llama_wheels "$TOOLS"/llama_wheels-*.dist-info
 fi
-export PYTHONPATH="$TOOLS"
+export PYTHONPATH="$PWD/src:$TOOLS"
 for stage in "$@"; do
   case "$stage" in
     build) "$PY" -m nox -s build_cuda -- --offline --archs "${ARCHS:-auto}" ${CUDA_RUNTIME:+--cuda-runtime "$CUDA_RUNTIME"} ;;

@@ -144,3 +144,16 @@ def test_probe_turns_flash_attention_on_for_tensor_mode() -> None:
     assert script._model_kwargs({"split_mode": 3, "tensor_split": [1.0, 1.0]}) == {
         "split_mode": 3, "tensor_split": [1.0, 1.0], "flash_attn": True}
     assert script._model_kwargs({"split_mode": 1, "tensor_split": None, "main_gpu": None}) == {"split_mode": 1}
+
+
+def test_tensor_mode_that_cannot_split_the_model_is_llama_cpp_s_limit() -> None:
+    """Recorded on 2x H100: llama.cpp's experimental Meta backend aborts on Gemma 3 270M (and on our
+    4-layer model), while the 1.1B and 8B llama shapes run in tensor mode. A warning with its own words."""
+    tensor = GpuRun("split by tensor over GPUs 0,1, internal AllReduce", "0,1", 3, (1.0, 1.0))
+    c = failed_run(tensor.name, tensor, log("tensor-meta-abort-h100.log"), "crashed with SIGABRT: ...")
+    assert c.status == "warn"
+    assert c.detail.startswith("llama.cpp's experimental tensor mode cannot split this model: ")
+    assert c.detail.endswith("ggml-backend-meta.cpp:543: GGML_ASSERT(src_ss[0].axis != "
+                             "GGML_BACKEND_SPLIT_AXIS_0) failed")
+    layer = GpuRun("split by layer over GPUs 0,1", "0,1", 1, (1.0, 1.0))  # the same abort elsewhere still fails
+    assert failed_run(layer.name, layer, log("tensor-meta-abort-h100.log"), "crashed").status == "fail"
