@@ -138,6 +138,11 @@ def write_llama(path: Path, shape: LlamaShape) -> Path:
             w.add_tensor(name, np.ones(dims, dtype=np.float32))
         else:
             w.add_tensor(name, (rng.standard_normal(dims, dtype=np.float32) * scale).astype(dt))
+    return finish_gguf(w, tmp, path)
+
+
+def finish_gguf(w: Any, tmp: Path, path: Path) -> Path:
+    """Write a GGUFWriter's header, metadata and tensors to ``tmp``, then move it to ``path`` (never half a file)."""
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llama_wheels.model import LlamaShape, tensor_plan, write_metadata
+from llama_wheels.model import LlamaShape, finish_gguf, tensor_plan, write_metadata
 
 #: Llama-3-8B's shape (dim 4096, 32 layers, FFN 14336, 32 heads, 8 KV heads, vocab 128256).
 BENCH_8B = LlamaShape(n_vocab_words=128256 - 259, n_embd=4096, n_layer=32, n_head=32, n_head_kv=8, n_ff=14336,
@@ -57,12 +57,7 @@ def write_random_q4k(path: Path, shape: LlamaShape) -> Path:
         kind = "Q6_K" if name == "output.weight" else "Q4_K"
         w.add_tensor(name, random_blocks(dims[0], dims[1], kind, rng),  # type: ignore[arg-type]
                      raw_dtype=getattr(gguf.GGMLQuantizationType, kind))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    tmp.replace(path)
-    return path
+    return finish_gguf(w, tmp, path)
 
 
 def cached_random_q4k(cache_dir: Path, shape: LlamaShape = BENCH_8B) -> Path:

@@ -62,6 +62,22 @@ def pypi_requirements(version: CudaVersion) -> list[str]:
     return [f"cuda-toolkit[{TOOLKIT_EXTRAS}]=={meta}", cuobjdump]
 
 
+def _pip_install_into(cache_dir: Path, target: Path, requirements: list[str], *, find_links: Path | None,
+                      env: dict[str, str] | None, no_deps: bool = False) -> None:
+    """``pip install --target`` into ``<target>.partial``, then moved into place: a killed install never
+    leaves a half-filled ``target``. ``find_links`` = offline (the prefetch folder)."""
+    tmp = target.with_name(target.name + ".partial")
+    if tmp.exists():
+        _rmtree_owned(tmp, cache_dir)
+    args = [sys.executable, "-m", "pip", "install", "--no-compile", *(["--no-deps"] if no_deps else []),
+            "--disable-pip-version-check", "--quiet", "--target", str(tmp)]
+    args += ["--no-index", "--find-links", str(find_links)] if find_links else []
+    cmd.run([*args, *requirements], env=env)
+    if target.exists():
+        _rmtree_owned(target, cache_dir)
+    tmp.rename(target)
+
+
 def install_pypi_toolkit(cache_dir: Path, version: CudaVersion, *, find_links: Path | None = None,
                          env: dict[str, str] | None = None) -> Path:
     """Install (once) and fix up the PyPI toolkit; return its root. ``find_links`` = offline."""
@@ -69,16 +85,7 @@ def install_pypi_toolkit(cache_dir: Path, version: CudaVersion, *, find_links: P
     root = pypi_root(cache_dir, version)
     stamp = target / ".complete"
     if not stamp.exists():
-        tmp = target.with_name(target.name + ".partial")
-        if tmp.exists():
-            _rmtree_owned(tmp, cache_dir)
-        args = [sys.executable, "-m", "pip", "install", "--no-compile", "--disable-pip-version-check", "--quiet",
-                "--target", str(tmp)]
-        args += ["--no-index", "--find-links", str(find_links)] if find_links else []
-        cmd.run([*args, *pypi_requirements(version)], env=env)
-        if target.exists():
-            _rmtree_owned(target, cache_dir)
-        tmp.rename(target)
+        _pip_install_into(cache_dir, target, pypi_requirements(version), find_links=find_links, env=env)
     if sys.platform == "win32":
         windows.fix_pypi_layout(root, version[0], env)
     else:
@@ -135,16 +142,8 @@ def install_nccl(cache_dir: Path, cuda_major: int, *, find_links: Path | None = 
     root = nccl_root(cache_dir, cuda_major)
     stamp = target / ".complete"
     if not stamp.exists():
-        tmp = target.with_name(target.name + ".partial")
-        if tmp.exists():
-            _rmtree_owned(tmp, cache_dir)
-        args = [sys.executable, "-m", "pip", "install", "--no-compile", "--no-deps", "--disable-pip-version-check",
-                "--quiet", "--target", str(tmp)]
-        args += ["--no-index", "--find-links", str(find_links)] if find_links else []
-        cmd.run([*args, f"nvidia-nccl-cu{cuda_major}=={NCCL_WHEELS[cuda_major]}"], env=env)
-        if target.exists():
-            _rmtree_owned(target, cache_dir)
-        tmp.rename(target)
+        _pip_install_into(cache_dir, target, [f"nvidia-nccl-cu{cuda_major}=={NCCL_WHEELS[cuda_major]}"],
+                          find_links=find_links, env=env, no_deps=True)
     if not (root / "include" / "nccl.h").exists() or not (root / "lib" / "libnccl.so.2").exists():
         raise ToolNotFound(f"{root} has no include/nccl.h or lib/libnccl.so.2", f"delete {target} and run again")
     stamp.touch()
