@@ -12,6 +12,7 @@ llama-bench and the wheel read the same file. The numbers in it mean nothing: it
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from llama_wheels.model import LlamaShape, finish_gguf, tensor_plan, write_metadata
 
@@ -55,8 +56,8 @@ def write_random_q4k(path: Path, shape: LlamaShape) -> Path:
             w.add_tensor(name, np.ones(dims, dtype=np.float32))
             continue
         kind = "Q6_K" if name == "output.weight" else "Q4_K"
-        w.add_tensor(name, random_blocks(dims[0], dims[1], kind, rng),  # type: ignore[arg-type]
-                     raw_dtype=getattr(gguf.GGMLQuantizationType, kind))
+        blocks: Any = random_blocks(dims[0], dims[1], kind, rng)  # raw uint8 blocks; gguf's stub wants floats
+        w.add_tensor(name, blocks, raw_dtype=getattr(gguf.GGMLQuantizationType, kind))
     return finish_gguf(w, tmp, path)
 
 
