@@ -15,6 +15,7 @@ import pytest
 
 from llama_wheels.wheels import check_wheel
 
+from ..wheelmaker import record_line
 from .conftest import lw
 
 
@@ -46,16 +47,22 @@ def test_check_wheels_session_passes(cpu_build: Path, lw_env: dict[str, str]) ->
 def test_check_wheels_catches_damage(cpu_build: Path, lw_env: dict[str, str], tmp_path: Path, damage: str,
                                      expected: str) -> None:
     bad = tmp_path / cpu_build.name
-    with zipfile.ZipFile(cpu_build) as src, zipfile.ZipFile(bad, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            if damage == "record" and item.filename == "llama_cpp/llama.py":
-                data += b"\n# tampered\n"
-            if damage == "label" and item.filename.endswith(".dist-info/METADATA"):
-                data = data.replace(b"Version: 0.3.36+cpu", b"Version: 0.3.36", 1)
-            dst.writestr(item, data)
+    with zipfile.ZipFile(cpu_build) as src:
+        members = {i.filename: src.read(i.filename) for i in src.infolist()}
+    record = next(n for n in members if n.endswith(".dist-info/RECORD"))
+    if damage == "record":  # the file changes, RECORD does not: a stale or tampered wheel
+        members["llama_cpp/llama.py"] += b"\n# tampered\n"
+    else:  # a consistent RECORD, so the check must find the damage itself, not a hash mismatch
+        if damage == "label":
+            meta = next(n for n in members if n.endswith(".dist-info/METADATA"))
+            members[meta] = members[meta].replace(b"Version: 0.3.36+cpu", b"Version: 0.3.36", 1)
         if damage == "stray":
-            dst.writestr("lib/libllama.so.0", b"copy")
+            members["lib/libllama.so.0"] = b"copy"
+        members[record] = ("\n".join(record_line(n, d) for n, d in members.items() if n != record)
+                           + f"\n{record},,\n").encode()
+    with zipfile.ZipFile(bad, "w") as dst:
+        for name, data in members.items():
+            dst.writestr(name, data)
     res = lw("check-wheels", str(bad), env=lw_env)
     assert res.returncode == 9
     assert expected in res.stdout and "Traceback" not in res.stdout
