@@ -34,3 +34,14 @@ def test_each_disagreement_is_named() -> None:
     zero = dataclasses.replace(OURS, kld=numerics.Summary(3e-6, 1e-5, 1e-4))
     assert crosscheck.compare_native(zero, dataclasses.replace(NATIVE, mean_kld=0.0, same_top=0.8, ppl_base=20.0,
                                                                ppl_test=25.0)) == []
+
+
+def test_clipped_base_ppl_of_a_random_model_is_not_compared() -> None:
+    """Recorded on the H100 (2026-11-27), our embedded model: native PPL(base) 3073453.5210 from log-probs
+    stored from -16 nats up, ours 115421632.8646; KLD and top-1 agree, PPL(test) agrees."""
+    ours = dataclasses.replace(OURS, kld=numerics.Summary(2.168e-9, 1.119e-8, 1.559e-8), top1=1.0, top5=0.9996,
+                               ppl_ref=115421632.8646, ppl_test=115421614.0476)
+    native = dataclasses.replace(NATIVE, mean_kld=-0.000001, same_top=1.0, ppl_base=3073453.5210,
+                                 ppl_test=115421617.3171)
+    assert crosscheck.compare_native(ours, native) == []
+    assert crosscheck.compare_native(ours, dataclasses.replace(native, ppl_test=3073453.5210))  # Q still compared
