@@ -54,7 +54,13 @@ def parse_native_kld(stdout: str) -> NativeKld:
             raise ValueError(f"no '{label}' line in the llama-perplexity output")
         return float(m[1])
 
-    return NativeKld(grab("Mean    KLD"), grab("Maximum KLD"), grab("99.0%   KLD"), grab("Same top p") / 100,
+    def optional(label: str) -> float:  # the tail statistics are information; not every run prints them
+        try:
+            return grab(label)
+        except ValueError:
+            return math.nan
+
+    return NativeKld(grab("Mean    KLD"), optional("Maximum KLD"), optional("99.0%   KLD"), grab("Same top p") / 100,
                      grab("Mean PPL(Q)"), grab("Mean PPL(base)"))
 
 

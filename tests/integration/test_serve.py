@@ -77,6 +77,8 @@ def test_serve_starts_answers_docs_and_stops_on_ctrl_c(cpu_build: Path, lw_env: 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     deadline = time.monotonic() + 10
     while not _port_free(port) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -94,7 +96,8 @@ def test_serve_needs_a_real_model(lw_env: dict[str, str], tmp_path: Path) -> Non
 def test_build_ends_with_estimate_vs_actual_and_the_pip_line(cpu_build: Path, work: Path) -> None:
     log = (work / "build_cpu.log").read_text()
     tail = log[log.index("build summary"):]
-    assert "cost:" in log and f"cpu: {cpu_build.name}" in log  # the plan named the wheel before it existed
+    # the plan named the wheel before it existed (its platform tag is settled by auditwheel after the build)
+    assert "cost:" in log and f"cpu: {cpu_build.name.split('-py3-none-')[0]}-py3-none-" in log
     assert "cpu: estimate ~" in tail and ", actual " in tail
     line = next(ln for ln in tail.splitlines() if "install it: " in ln)
     assert f'pip install --no-index --find-links {cpu_build.parent} "llama-cpp-python[server]==' in line
