@@ -463,7 +463,8 @@ def manylinux_tag(wheel: Path, *, cuda_runtime: str | None, nccl: bool) -> tuple
     if not tag.tag.startswith("manylinux"):
         return wheel, tag
     out = cmd.run([sys.executable, "-m", "wheel", "tags", "--platform-tag", tag.tag, "--remove", str(wheel)],
-                  quiet=True, capture=True).stdout.strip().splitlines()
+                  quiet=True, capture=True,  # the rewritten RECORD's zip time too, or rebuilds differ
+                  env={**os.environ, "SOURCE_DATE_EPOCH": ZIP_EPOCH}).stdout.strip().splitlines()
     new = wheel.parent / (out[-1] if out else "")
     if not new.is_file():
         raise WheelCheckFailed(f"retagging {wheel.name} as {tag.tag} gave no wheel", "see the wheel tool's output")

@@ -45,11 +45,12 @@ def nox(project: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedP
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600, check=False)
 
 
-PYPROJECT_BREAKS = {
-    "arch-set-int": ('default-arch-set = "universal"', "default-arch-set = 86",
+TABLE = "[tool.llama-wheels]\n"
+PYPROJECT_BREAKS = {  # (text to replace, its replacement, the fragment of the one-line error)
+    "arch-set-int": (TABLE, TABLE + "default-arch-set = 86\n",
                      "[tool.llama-wheels] default-arch-set must be a str, got int"),
-    "unknown-key": ('cuda = "auto"', 'cuda = "auto"\ncuda-rutime = "pip"', "unknown key 'cuda-rutime'"),
-    "toml-syntax": ("[tool.llama-wheels.arch-sets]", "[tool.llama-wheels.arch-sets", "is not valid TOML"),
+    "unknown-key": (TABLE, TABLE + 'cuda = "auto"\ncuda-rutime = "pip"\n', "unknown key 'cuda-rutime'"),
+    "toml-syntax": (TABLE, "[tool.llama-wheels\n", "is not valid TOML"),
 }
 ENV_BREAKS = {
     "env-nosuch": ({"LLAMA_WHEELS_NOSUCH": "1"}, "unknown environment variable LLAMA_WHEELS_NOSUCH"),
@@ -77,11 +78,11 @@ def test_config_errors_under_nox_are_one_line(mini_project: Path, tmp_path: Path
     assert res.returncode != 0, res.stdout
     assert "Traceback" not in res.stdout, res.stdout
     (line,) = [ln for ln in res.stdout.splitlines() if fragment in ln]
-    assert line.startswith("nox > Session check_wheels aborted: "), line
+    assert line.startswith("error: "), line  # the CLI's own line; nox adds only "Command ... failed"
 
 
 def test_missing_interpreter_fails_under_nox(mini_project: Path, tmp_path: Path) -> None:
-    res = nox(mini_project, "--envdir", str(tmp_path / "envs"), "-s", "check_wheels",
+    res = nox(mini_project, "--envdir", str(tmp_path / "envs"), "-s", "build_cpu",
               env=_clean_env(LLAMA_WHEELS_PYTHON="3.99"))
     assert res.returncode != 0, res.stdout
     assert "Python interpreter 3.99 not found" in res.stdout and "Traceback" not in res.stdout
@@ -152,6 +153,8 @@ def test_check_wheels_names_each_damaged_wheel(tmp_path: Path) -> None:
     assert res.returncode == 9, res.stdout
     assert "Traceback" not in res.stdout and "BadZipFile" not in res.stdout
     errors = [ln for ln in res.stdout.splitlines() if ln.startswith("error:")]
+    assert errors[-1] == "error: 2 of 3 wheel(s) failed the check; see the problems listed above", errors
+    errors = errors[:-1]
     assert len(errors) == 2, errors
     assert any(str(wh / "trunc") in e and ": truncated: " in e for e in errors), errors
     assert any(str(wh / "flip") in e and "RECORD mismatch: llama_cpp/lib/libllama.so is damaged" in e
@@ -216,29 +219,24 @@ def test_smoke_verifies_before_installing(tmp_path: Path, damage: str) -> None:
 # ---------------------------------------------------------------- two nox runs in one checkout --
 
 def test_two_nox_runs_in_one_checkout_get_separate_venvs(mini_project: Path, tmp_path: Path) -> None:
+    """A first nox run holds .nox/.lock for its lifetime (held here by the test, as that run would, so the
+    overlap is certain); a second run in the same checkout gets venvs of its own, removed when it exits.
+    Once the lock is free, runs use .nox/<session> again."""
+    from filelock import FileLock
+
     project = tmp_path / "p"
     shutil.copytree(mini_project, project, symlinks=True)
-    wh = tmp_path / "wh"
-    (wh / "cpu").mkdir(parents=True)
-    make_wheel(wh / "cpu", files=LIB)
-    env = _clean_env(LLAMA_WHEELS_WHEELHOUSE=str(wh))
-    args = [*NOX, "-f", str(project / "noxfile.py"), "-s", "check_wheels", "--", str(next(wh.glob("*/*.whl")))]
-    first = subprocess.Popen(args, cwd=project, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert first.stdout is not None
-    head = []
-    for line in first.stdout:  # the second starts while the first is creating/filling its venv
-        head.append(line)
-        if "Creating virtual environment" in line:
-            break
-    second = subprocess.run(args, cwd=project, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            timeout=600, check=False)
-    rest = first.stdout.read()
-    first.stdout.close()
-    assert first.wait(timeout=600) == 0, "".join(head) + rest
-    assert second.returncode == 0, second.stdout
-    assert "in .nox/check_wheels" in "".join(head)
-    assert f"in {project / '.nox' / 'pid-'}" in second.stdout  # the second got venvs of its own ...
-    assert [p.name for p in (project / ".nox").iterdir() if p.name.startswith("pid-")] == []  # ... removed after
+    (project / ".nox").mkdir(exist_ok=True)
+    args = ["-s", "publish", "--", "--help"]  # a venv of the build Python, nothing installed
+    with FileLock(str(project / ".nox" / ".lock")):
+        second = nox(project, *args, env=_clean_env())
+        assert second.returncode == 0, second.stdout
+        assert f"in {project / '.nox' / 'pid-'}" in second.stdout, second.stdout  # a venv of its own ...
+        assert [p.name for p in (project / ".nox").iterdir() if p.name.startswith("pid-")] == []  # ... removed
+        assert not (project / ".nox" / "publish").exists()
+    alone = nox(project, *args, env=_clean_env())
+    assert alone.returncode == 0, alone.stdout
+    assert "in .nox/publish" in alone.stdout, alone.stdout
 
 
 # ---------------------------------------------------------------- real builds: kill -9, two at once

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import shutil
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -41,6 +43,16 @@ def test_slim_real_elf(tmp_path: Path) -> None:
     assert read_dynamic(libdir / "libbase.so").soname == "libbase.so"
     assert wheels.elf_closure_problems(root) == []
     slim = wheels.pack(root, tmp_path / "out")
+    assert "platform tag linux_x86_64 is not a manylinux tag" in " ".join(wheels.check_wheel(slim).problems)
+    again = tmp_path / "again"
+    again.mkdir()
+    copy = again / slim.name
+    shutil.copy2(slim, copy)
+    slim, tag = wheels.manylinux_tag(slim, cuda_runtime=None, nccl=False)  # as the build does after the slim
+    assert tag.tag.startswith("manylinux_"), tag
+    time.sleep(2.1)  # zip times have 2 s resolution: a retag later must still give the same bytes
+    retagged, _ = wheels.manylinux_tag(copy, cuda_runtime=None, nccl=False)
+    assert retagged.name == slim.name and retagged.read_bytes() == slim.read_bytes()
     check = wheels.check_wheel(slim)
     assert check.ok, check.problems
     assert slim.stat().st_size < stock.stat().st_size / 3
