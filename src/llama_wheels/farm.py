@@ -120,6 +120,16 @@ def status(launch: str, env: Mapping[str, str], port: int) -> FarmStatus:
         cmd.run([launch, "--stop-server"], env=senv, capture=True, check=False, quiet=True, timeout=60)
 
 
+def parallel_jobs(local_cores: int, st: FarmStatus | None) -> int | None:
+    """The build's parallel jobs with a usable farm: local cores + the farm's cores (sccache's advice), so
+    the farm is not left idle behind ninja's default of local cores + 2. None without a usable farm.
+    Measured on a 16-core host with a 2-core client and 14 farm cores (BENCHMARKS.md): even at -j 64 the
+    client's own share of each nvcc compile (preprocessing) keeps its 2 cores busy."""
+    if st is None or st.state != "ok" or st.servers <= 0:
+        return None
+    return max(1, local_cores) + max(0, st.cpus)
+
+
 def check_farm(options: Options, env: Mapping[str, str], launch: str | None, *, require: bool, port: int,
                warn: Callable[[str], None]) -> FarmStatus | None:
     """Before compiling: the farm is usable, or a warning (the build compiles locally), or with

@@ -132,7 +132,12 @@ def build(options: Options, request: BuildRequest, env: Mapping[str, str], log: 
     if not request.dry_run and options.compiler_cache.dist_scheduler:
         st = farm.check_farm(options, env, launcher, require=request.require_dist, port=free_port(), warn=log.warning)
         if st is not None and st.state == "ok":
-            log.info(f"build farm: {st.describe()}")
+            jobs = farm.parallel_jobs(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                      else os.cpu_count() or 1, st)
+            if request.jobs is None and jobs is not None:
+                request = dataclasses.replace(request, jobs=jobs)
+            log.info(f"build farm: {st.describe()}; {request.jobs} parallel compile jobs"
+                     + (" (local cores + farm cores; --jobs sets them)" if jobs == request.jobs else " (--jobs)"))
     steps = make_plan(options, request, diags, launcher, user, log)
     log.info(f"plan: {len(steps)} compile(s) for {sum(len(s.variants) for s in steps)} variant(s)"
              + ("" if launcher else " (no compiler cache found)"))

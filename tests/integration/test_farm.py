@@ -113,6 +113,7 @@ def test_cold_cpu_build_on_the_farm(running_farm: Farm, cpu_build: Path,
     (work / "build.log").write_text(res.stdout)
     assert res.returncode == 0, res.stdout[-4000:]
     assert f"build farm: {running_farm.url}/: 2 build server(s)" in res.stdout
+    assert "parallel compile jobs (local cores + farm cores; --jobs sets them)" in res.stdout
     entry = next(iter(json.loads((work / "wheelhouse" / "manifest.json").read_text())["wheels"].values()))
     per_server = entry["cache"]["farm_compiles"]
     assert sorted(per_server) == sorted(running_farm.servers), per_server  # both servers compiled

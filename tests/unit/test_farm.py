@@ -78,3 +78,12 @@ def test_operator_tokens_required(tmp_path: Path) -> None:
     env = {farm.TOKEN_ENV: "c" * 64, farm.SERVER_TOKEN_ENV: "s" * 64, "PATH": os.environ["PATH"]}
     argv, conf = farm.scheduler_plan(tmp_path, env, "127.0.0.1:10600")
     assert argv[1:] == ["scheduler", "--config", str(conf)] and "c" * 64 in conf.read_text()
+
+
+def test_parallel_jobs_feed_the_farm() -> None:
+    ok = farm.FarmStatus("ok", "http://farm:10600/", servers=2, cpus=14)
+    assert farm.parallel_jobs(2, ok) == 16  # not ninja's default of local cores + 2
+    assert farm.parallel_jobs(0, ok) == 15
+    assert farm.parallel_jobs(2, farm.FarmStatus("ok", servers=0, cpus=0)) is None
+    assert farm.parallel_jobs(2, farm.FarmStatus("not-connected", "http://farm:10600/")) is None
+    assert farm.parallel_jobs(2, None) is None
