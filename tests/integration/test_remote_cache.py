@@ -1,16 +1,17 @@
-"""Two "runners" with separate, empty local cache dirs sharing a real Redis server: ccache, then sccache."""
+"""Runners with separate, empty local cache dirs sharing a real Redis server: ccache, then sccache. Runner A
+of each fills the Redis without a cold compile of its own (ccache: reshare from the warm session cache;
+sccache: the session's one cold sccache build, shared with the farm test)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import free_port, lw, redis_command
+from .conftest import SccacheColdBuild, free_port, lw, redis_command
 
 
 def dbsize(port: int) -> int:
@@ -20,11 +21,12 @@ def dbsize(port: int) -> int:
 
 
 def runner(lw_env: dict[str, str], work: Path, name: str, remote: str | None, *extra: str,
-           local: str | None = None, backend: str = "ccache",
+           local: str | None = None, backend: str = "ccache", local_default: bool = False,
            ) -> tuple[subprocess.CompletedProcess[str], dict[str, int]]:
-    env = {**lw_env, "LLAMA_WHEELS_CACHE_LOCAL_DIR": str(work / f"{backend}-{local or name}"),
-           "LLAMA_WHEELS_CACHE_BACKEND": backend,
+    env = {**lw_env, "LLAMA_WHEELS_CACHE_BACKEND": backend,
            "LLAMA_WHEELS_BUILD_DIR": str(work / f"build-{name}"), "LLAMA_WHEELS_WHEELHOUSE": str(work / f"wh-{name}")}
+    if not local_default:  # an empty local dir of its own: a new runner
+        env["LLAMA_WHEELS_CACHE_LOCAL_DIR"] = str(work / f"{backend}-{local or name}")
     if remote:
         env["LLAMA_WHEELS_CACHE_REMOTE"] = remote
     t0 = time.monotonic()
@@ -39,11 +41,16 @@ def runner(lw_env: dict[str, str], work: Path, name: str, remote: str | None, *e
 
 
 @pytest.fixture(scope="module")
-def warm_remote(redis: int, lw_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+def warm_remote(redis: int, lw_env: dict[str, str], cpu_build: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Runner A fills the remote. It has the session's local ccache (warm from cpu_build, the suite's one
+    cold ccache build) and ccache's `reshare`, which writes local hits to the remote as well: the same
+    objects in Redis as a cold compile would put there, without a second cold compile."""
     work = tmp_path_factory.mktemp("fleet")
-    res, stats = runner(lw_env, work, "a", f"redis://127.0.0.1:{redis}")
+    before = dbsize(redis)
+    res, stats = runner({**lw_env, "CCACHE_RESHARE": "true"}, work, "a", f"redis://127.0.0.1:{redis}",
+                        local_default=True)
     assert res.returncode == 0, res.stdout[-3000:]
-    assert stats["misses"] > 100 and dbsize(redis) > 100  # runner A compiled and filled the remote
+    assert stats["hits"] + stats["misses"] > 100 and dbsize(redis) - before > 100  # it filled the remote
     return work
 
 
@@ -90,21 +97,15 @@ def test_cache_tasks(warm_remote: Path, lw_env: dict[str, str]) -> None:
     assert any((warm_remote / "ccache-b").iterdir())
 
 
-def sccache_servers() -> int:
-    return sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and (p / "comm").exists()
-               and (p / "comm").read_text().strip() == "sccache")
-
-
 @pytest.fixture(scope="module")
-def sccache_fleet(redis: int, lw_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
-    assert shutil.which("sccache", path=lw_env["PATH"]), "sccache is missing: the tests session installs the group"
-    work = tmp_path_factory.mktemp("sccache-fleet")
-    servers = sccache_servers()
-    res, stats = runner(lw_env, work, "a", f"redis://127.0.0.1:{redis}", backend="sccache")
-    assert res.returncode == 0, res.stdout[-3000:]
+def sccache_fleet(sccache_cold_build: SccacheColdBuild) -> Path:
+    """Runner A: the session's one cold sccache build (on the farm where it can run), into this Redis."""
+    cold = sccache_cold_build
+    assert cold.result.returncode == 0, cold.result.stdout[-3000:]
+    stats = cold.entry()["cache"]
     assert stats["misses"] > 100 and stats["hits"] == 0, stats
-    assert sccache_servers() == servers  # the build's own server was stopped
-    return work
+    assert cold.servers_after == cold.servers_before  # the build's own sccache server was stopped
+    return cold.work
 
 
 def test_sccache_second_runner_gets_its_objects_from_the_remote(sccache_fleet: Path, redis: int,
