@@ -94,7 +94,7 @@ def install(session: nox.Session, *names: str, project: bool = True) -> Any:
     opts = options(session)
     offline = "--offline" in session.posargs
     where = ["--no-index", "--find-links", str(opts.prefetch_dir / "wheels")] if offline else []
-    tools = hosttools.pypi_requirements(os.environ) if "build" in names else []  # CMake/Ninja wheels if missing
+    tools = hosttools.pypi_requirements(os.environ, offline=offline) if "build" in names else []  # CMake/Ninja
     session.install(*where, *groups(*names), *tools, *(["."] if project else []))
     return opts
 

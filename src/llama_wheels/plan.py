@@ -102,7 +102,9 @@ def compile_groups(variants: Sequence[Variant]) -> list[tuple[GroupKey, list[Var
 def cmake_args_for(arch_set: ArchSet | None, toolkit_root: Path | None, *, launcher: str | None,
                    host: HostSettings, windows: bool, nccl: Path | None = None,
                    driver_stub: Path | None = None) -> list[str]:
-    args = ["-DGGML_NATIVE=OFF", "-DGGML_CCACHE=OFF"]
+    # CMake >= 3.32: libllama's unity sources #include the model files by relative paths, so a new build
+    # dir (another runner, another checkout) hits the compiler cache for them too (older CMake ignores it).
+    args = ["-DGGML_NATIVE=OFF", "-DGGML_CCACHE=OFF", "-DCMAKE_UNITY_BUILD_RELOCATABLE=ON"]
     if arch_set is not None:
         args += ["-DGGML_CUDA=on", f"-DCMAKE_CUDA_ARCHITECTURES={arch_set.cmake()}"]
         if toolkit_root is not None:

@@ -16,6 +16,15 @@ def test_bare_path_needs_the_tool_wheels(tmp_path: Path) -> None:
     assert hosttools.missing_os_packages(env) == ["build-essential"]
 
 
+def test_cmake_wheel_below_the_cache_friendly_version() -> None:
+    assert hosttools.tool_wheels((3, 25), True) == [hosttools.CMAKE_WHEEL]  # Debian 12's CMake
+    assert hosttools.tool_wheels((3, 32), True) == []
+    assert hosttools.tool_wheels((4, 4), False) == [hosttools.NINJA_WHEEL]
+    assert hosttools.tool_wheels((3, 25), True, offline=True) == []  # a prefetch folder has no CMake wheel
+    assert hosttools.tool_wheels((3, 20), True, offline=True) == [hosttools.CMAKE_WHEEL]
+    assert hosttools.tool_wheels(None, True, offline=True) == [hosttools.CMAKE_WHEEL]
+
+
 def test_install_command_as_root_with_sudo_or_neither() -> None:
     root = hosttools.install_command(["build-essential"], root=True, sudo=False)
     assert root is not None and root[0] == "sh" and "apt-get install -y -qq build-essential" in root[-1]

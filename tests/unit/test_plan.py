@@ -20,7 +20,8 @@ def test_one_compile_serves_both_variants(options) -> None:
     assert step.flavour == "cu130-sm90" and step.label == "cu130.sm90" and step.version == "0.3.36+cu130.sm90"
     assert step.variants == ("default", "server") and step.extras == ("server",)
     assert step.cmake_args == (
-        "-DGGML_NATIVE=OFF", "-DGGML_CCACHE=OFF", "-DGGML_CUDA=on", "-DCMAKE_CUDA_ARCHITECTURES=90-real;90-virtual",
+        "-DGGML_NATIVE=OFF", "-DGGML_CCACHE=OFF", "-DCMAKE_UNITY_BUILD_RELOCATABLE=ON",
+        "-DGGML_CUDA=on", "-DCMAKE_CUDA_ARCHITECTURES=90-real;90-virtual",
         f"-DCUDAToolkit_ROOT={root}", f"-DCMAKE_CUDA_COMPILER={root}/bin/nvcc",
         "-DGGML_CUDA_NCCL=OFF", "-DGGML_CUDA_NO_VMM=OFF", "-DGGML_OPENMP=OFF", "-DGGML_BLAS=OFF",
         "-DGGML_CUDA_GRAPHS=ON", "-DGGML_CUDA_FA_QUANTS=q4_0-q4_0;q8_0-q8_0;f16-f16;bf16-bf16",
