@@ -24,8 +24,8 @@ from packaging.version import Version
 from llama_wheels import manifest, selector
 from llama_wheels.archs import parse_arch_set
 from llama_wheels.compat import compression_mode, min_driver, parse_version
+from llama_wheels.digest import sha256_file
 from llama_wheels.errors import ConfigError
-from llama_wheels.sdist import sha256_file
 
 SCHEMA = 1
 HTML = "flavours.html"

@@ -27,8 +27,8 @@ from typing import Any
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from llama_wheels import catalogue, manifest
+from llama_wheels.digest import sha256_file as _sha
 from llama_wheels.errors import ConfigError, DamagedWheel, IndexConflict
-from llama_wheels.sdist import sha256_file as _sha
 from llama_wheels.wheels import verify
 
 COMBINED = "all"

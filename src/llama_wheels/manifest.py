@@ -16,7 +16,6 @@ file locks (filelock): a killed holder releases them.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from llama_wheels.digest import sha256_file
 from llama_wheels.errors import InUse, ManifestDamaged
 
 NAME = "manifest.json"
@@ -112,14 +112,6 @@ def _write(wheelhouse: Path, data: Mapping[str, Any]) -> None:
     _write_json(wheelhouse / NAME, data)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def recover(wheelhouse: Path) -> str | None:
     """Finish or drop a publish that a kill interrupted. Call with the wheelhouse lock held.
 
@@ -135,7 +127,7 @@ def recover(wheelhouse: Path) -> str | None:
         return None
     final = wheelhouse / key
     done = None
-    if final.is_file() and _sha256(final) == entry.get("sha256"):
+    if final.is_file() and sha256_file(final) == entry.get("sha256"):
         data = read(wheelhouse)
         data["wheels"][key] = entry
         _write(wheelhouse, data)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llama_wheels.digest import sha256_file
 from llama_wheels.errors import ChecksumError, ModelError, OfflineMissing
 
 
@@ -235,14 +236,6 @@ PYPI_MODELS: dict[str, PypiModel] = {m.id: m for m in (
 )}
 #: The real model a GPU runner smokes besides the embedded one.
 DEFAULT_REAL_MODEL = "gemma3-270m"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def requirements_text(m: PypiModel) -> str:

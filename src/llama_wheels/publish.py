@@ -21,6 +21,7 @@ from packaging.utils import parse_wheel_filename
 
 from llama_wheels import cmd
 from llama_wheels.check import our_wheels
+from llama_wheels.digest import sha256_file as _sha
 from llama_wheels.errors import ConfigError, PublishError
 from llama_wheels.log import Logger
 from llama_wheels.published import (
@@ -33,7 +34,6 @@ from llama_wheels.published import (
     read_state,
     url_sha256,
 )
-from llama_wheels.sdist import sha256_file as _sha
 
 __all__ = ["PublishError", "already_there", "check_url", "sync_folder", "upload"]
 

@@ -19,8 +19,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from llama_wheels.digest import sha256_file
 from llama_wheels.errors import ConfigError, PublishedConflict, PublishError
-from llama_wheels.sdist import sha256_file
 
 if TYPE_CHECKING:  # requests and pypi-simple come with the publish group; seeding from a folder needs neither
     import requests

@@ -9,7 +9,6 @@ same paths, which is what lets ccache hit in a fresh build dir.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -20,18 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from llama_wheels import cmd
+from llama_wheels.digest import sha256_file
 from llama_wheels.errors import ChecksumError, OfflineMissing, SourceError
 
 DROP_DIRS = (".git", "docs", "benches", "media")
 DROP_GLOBS = ("vendor/llama.cpp/models/*.gguf",)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sdist_name(version: str) -> str:

@@ -28,9 +28,9 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from llama_wheels import cmd, manifest, selector, wheels
+from llama_wheels.digest import sha256_file
 from llama_wheels.errors import ToolNotFound, VariantError
 from llama_wheels.log import Logger
-from llama_wheels.sdist import sha256_file
 
 FOLDER = "variants"
 PROVIDER = """\

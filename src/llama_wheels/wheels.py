@@ -27,6 +27,7 @@ from packaging.utils import canonicalize_version, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from llama_wheels import cmd, windows
+from llama_wheels.digest import sha256_file
 from llama_wheels.elf import is_elf, patch, read_dynamic
 from llama_wheels.errors import DamagedWheel, WheelCheckFailed
 
@@ -113,14 +114,6 @@ class SlimReport:
     renamed: dict[str, str] = field(default_factory=dict)  # old soname -> new
 
 
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def unversioned(name: str) -> str:
     """libggml-base.so.0.25.3 -> libggml-base.so"""
     m = re.match(r"^(.*?\.so)(\.\d+)*$", name)
@@ -146,7 +139,7 @@ def slim(root: Path) -> SlimReport:
     groups: dict[str, list[Path]] = defaultdict(list)
     for f in sorted(libdir.iterdir()):
         if f.is_file() and is_elf(f):
-            groups[_sha(f)].append(f)
+            groups[sha256_file(f)].append(f)
     keep: dict[str, Path] = {}  # old soname (or file name) -> kept path
     for files in groups.values():
         info = read_dynamic(files[0])
@@ -318,7 +311,7 @@ def verify(path: Path, expected_sha256: str | None = None) -> str:
     zip and RECORD (see :func:`damage`). Returns the sha256; raises :class:`DamagedWheel` naming the file."""
     if not path.is_file():
         raise DamagedWheel(f"{path} does not exist", "rebuild it")
-    got = _sha(path)
+    got = sha256_file(path)
     if expected_sha256 and got != expected_sha256.lower():
         raise DamagedWheel(f"{path.name}: sha256 {got} is not the {expected_sha256} recorded at build time",
                            "the file changed after the build: rebuild it")
@@ -337,7 +330,7 @@ def check_wheel(path: Path, *, cuda_runtime: str | None = None, min_dup_bytes: i
     ``nccl``: the wheel was built with the ggml option nccl (from the manifest), so in ``system`` mode
     the machine provides libnccl.so.2 as it does the CUDA runtime.
     """
-    rep = WheelReport(path.name, size=path.stat().st_size, sha256=_sha(path))
+    rep = WheelReport(path.name, size=path.stat().st_size, sha256=sha256_file(path))
     try:
         name, version, _, tags = parse_wheel_filename(path.name)
     except Exception as exc:  # packaging raises InvalidWheelFilename
