@@ -147,7 +147,7 @@ def check_logits(args):
     import ctypes
     from pathlib import Path
 
-    import llama_cpp as L  # before numpy: see FACTS.md
+    import llama_cpp as L  # before numpy: numpy 2.5 (scipy-openblas) first made model loads segfault (H100 host)
     import numpy as np
 
     nm = _load_numerics()

@@ -184,7 +184,7 @@ def driver_verdict(driver_cuda: CudaVersion, runtime: CudaVersion) -> tuple[str,
 # drivers released before CUDA Toolkit's 12.4 Release" (quoted in ml-explore/mlx#2407; ollama#12258 saw
 # "device kernel image is invalid" on older drivers). llama.cpp passes -compress-mode=
 # ${GGML_CUDA_COMPRESSION_MODE} (default "size") when the toolkit is >= 12.8 (ggml-org/llama.cpp#12029);
-# our compile lines show -compress-mode=size (shared/FACTS.md).
+# our compile lines show -compress-mode=size (the nvcc lines of our CUDA builds).
 COMPRESS_MODE_MIN_CUDA: dict[str, CudaVersion] = {"size": (12, 4), "speed": (12, 4), "balance": (12, 4)}
 LLAMA_CPP_COMPRESSION = ("size", (12, 8))  # (default mode, first toolkit that gets the flag)
 

@@ -4,7 +4,7 @@ The estimate is CPU-seconds = ``base`` (the C/C++ part every build compiles) + `
 number of CUDA targets (each ``-real`` SASS and each ``-virtual`` PTX entry of the arch set is one nvcc
 pass), then wall time = CPU-seconds / (cores x 0.9). Both numbers come from cold builds recorded in
 ``wheelhouse/manifest.json`` (``cpu_seconds``, ``archs``, ``cache``) when there are any, else from the
-seed below, measured on our machines (FACTS.md). A warm compiler cache makes a rebuild 5-15x faster;
+seed below, measured on our machines (BENCHMARKS.md). A warm compiler cache makes a rebuild 5-15x faster;
 the estimate is for a cold one.
 """
 
@@ -21,11 +21,12 @@ from typing import Any
 from llama_wheels.log import fmt_seconds
 from llama_wheels.plan import BuildStep
 
-#: Seed (FACTS.md): a CPU-only build, 682 CPU-s (2-core machine); the 'universal' set (4 CUDA targets)
+#: Seed (measured, BENCHMARKS.md): a CPU-only build, 682 CPU-s (2-core machine); the 'universal' set (4 CUDA targets)
 #: 11m05s on a 16-core H100 host, ~9,600 CPU-s, so ~2,200 CPU-s per target.
 SEED_BASE_CPU_S = 700.0
 SEED_PER_TARGET_CPU_S = 2200.0
-SEED_BASIS = "seed from FACTS.md (CPU part 700 CPU-s, 2,200 CPU-s per CUDA target; no cold build recorded here yet)"
+SEED_BASIS = ("seed from BENCHMARKS.md (CPU part 700 CPU-s, 2,200 CPU-s per CUDA target; "
+              "no cold build recorded here yet)")
 PARALLEL_EFFICIENCY = 0.9
 SDIST_BYTES = 76_600_000  # llama-cpp-python 0.3.36 sdist on PyPI
 PYPI_TOOLKIT_BYTES = 870_000_000  # cuda-toolkit[nvcc,cudart,cublas,cccl,crt,nvvm] 13.0 installed
@@ -75,7 +76,7 @@ def basis(entries: Mapping[str, Mapping[str, Any]]) -> Basis:
     per_target = statistics.median(per) if per else SEED_PER_TARGET_CPU_S
     why = (f"measured: {len(cpu)} cold CPU build(s) ({base:,.0f} CPU-s), {len(per)} cold CUDA build(s) "
            f"({per_target:,.0f} CPU-s per CUDA target) in the manifest"
-           + ("" if per else "; per CUDA target: the FACTS.md seed"))
+           + ("" if per else "; per CUDA target: the BENCHMARKS.md seed"))
     return Basis(base, per_target, why)
 
 

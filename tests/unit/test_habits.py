@@ -134,7 +134,7 @@ def test_from_environment_unbalanced_quotes() -> None:
 
 def test_cost_basis_seed_then_measured() -> None:
     seed = cost.basis({})
-    assert seed.why.startswith("seed from FACTS.md") and seed.per_target_cpu_s == cost.SEED_PER_TARGET_CPU_S
+    assert seed.why.startswith("seed from BENCHMARKS.md") and seed.per_target_cpu_s == cost.SEED_PER_TARGET_CPU_S
     entries = {
         "cpu/a.whl": {"archs": None, "cpu_seconds": 600.0, "cache": {"hits": 0, "misses": 300}},
         "cu130-sm90/b.whl": {"archs": "90-real;90-virtual", "cpu_seconds": 3600.0, "cache": {"hits": 3, "misses": 320}},
