@@ -9,6 +9,7 @@ same paths, which is what lets ccache hit in a fresh build dir.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -118,7 +119,11 @@ def fetch(cache: Path, version: str, original_sha256: str, env: dict[str, str] |
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = path.parent / ".download"
-        cmd.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        # pip prepares the sdist's metadata even for a download. Only llama-cpp-python as source: with
+        # `--no-binary :all:` its build requirements were built from source too (CMake: 15+ minutes).
+        # Where scikit-build-core is installed (the build venv) no build environment is made at all.
+        isolation = [] if importlib.util.find_spec("scikit_build_core") is None else ["--no-build-isolation"]
+        cmd.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python", *isolation,
                  "--disable-pip-version-check", "--dest", str(tmp_dir), f"llama-cpp-python=={version}"], env=env)
         got = next(tmp_dir.glob("llama_cpp_python-*.tar.gz"), None)
         if got is None:
