@@ -44,7 +44,7 @@ def test_toolkit_is_complete_for_cmake(cuda_root: Path) -> None:
 
 def test_llama_cpp_configures_with_cuda(cuda_root: Path, tmp_path: Path) -> None:
     options = resolve(ROOT, {})
-    src = extract(resolve_source(options, False, os.environ), options.build_dir / "src")
+    src = extract(resolve_source(options, False, os.environ), tmp_path / "src")  # never into the checkout's build/
     args = ["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(tmp_path / "b"), "-G", "Ninja",
             "-DGGML_CUDA=on", "-DGGML_NATIVE=OFF", "-DCMAKE_CUDA_ARCHITECTURES=90-real",
             f"-DCUDAToolkit_ROOT={cuda_root}", f"-DCMAKE_CUDA_COMPILER={cuda_root}/bin/nvcc", "-DGGML_CUDA_NO_VMM=ON",

@@ -209,7 +209,7 @@ def test_smoke_verifies_before_installing(tmp_path: Path, damage: str) -> None:
     entry = {"sha256": sha if damage == "record" else "f" * 64, "filename": w.name, "version": "0.3.36+cpu"}
     (wh / "manifest.json").write_text(json.dumps({"wheels": {f"cpu/{w.name}": entry}}))
     env = _clean_env(LLAMA_WHEELS_WHEELHOUSE=str(wh), LLAMA_WHEELS_ROOT=str(ROOT),
-                     LLAMA_WHEELS_CACHE_DIR=str(tmp_path / "cache"))
+                     LLAMA_WHEELS_CACHE_DIR=str(tmp_path / "cache"), LLAMA_WHEELS_BUILD_DIR=str(tmp_path / "build"))
     res = lw("smoke", "--flavour", "cpu", "--model", str(_gguf(tmp_path / "m.gguf")), env=env, timeout=300)
     assert res.returncode == 12, res.stdout
     expected = "RECORD mismatch: llama_cpp/__init__.py" if damage == "record" else f"sha256 {sha} is not the {'f' * 64}"
