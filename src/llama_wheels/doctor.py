@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -185,9 +186,13 @@ def diagnose(options: Options, facts: Facts, *, arch_spec: str | None, cuda: str
                 lvl: Level = {"native": "ok", "ptx-jit": "warn", "cannot-run": "warn"}[cov.kind]  # type: ignore[assignment]
                 v.append(Verdict(lvl, "gpu", f"GPU {g.index} {g.name} (sm_{g.compute_cap}): {cov.message}"))
     cm = facts.tools.get("cmake", "")
+    version = re.match(r"(\d+)\.(\d+)", cm)
     if not cm:
         v.append(Verdict("fail", "cmake", "cmake not found", "pip install cmake (>= 3.21)"))
-    elif tuple(int(x) for x in cm.split(".")[:2]) < MIN_CMAKE:
+    elif version is None:  # on PATH, but `cmake --version` printed no version (a broken wrapper, say)
+        v.append(Verdict("fail", "cmake", f"cmake on PATH does not run (its --version gave '{cm}')",
+                         "reinstall it (pip install -U cmake) or take it off PATH"))
+    elif (int(version[1]), int(version[2])) < MIN_CMAKE:
         v.append(Verdict("fail", "cmake", f"cmake {cm} is older than 3.21", "pip install -U cmake"))
     else:
         v.append(Verdict("ok", "cmake", f"cmake {cm}"))

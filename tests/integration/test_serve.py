@@ -61,7 +61,10 @@ def test_serve_starts_answers_docs_and_stops_on_ctrl_c(cpu_build: Path, lw_env: 
     env = {**lw_env, "LLAMA_WHEELS_PROG": "nox -s serve --"}
     proc = subprocess.Popen([sys.executable, "-m", "llama_wheels", "serve", "--model", str(model), "--flavour", "cpu",
                              "--port", str(port), "--n-gpu-layers", "0"], env=env, cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            # as from a terminal: a run started in the background (`cmd &`) inherits SIGINT
+                            # ignored, and Python then keeps ignoring Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen: list[str] = []
     try:
         q = _lines(proc)

@@ -136,3 +136,14 @@ def test_json_report_fields(options, fixture_text) -> None:
     broken = json.loads(report_json(f, diagnose(options(), f, arch_spec=None, cuda="system")))
     assert broken["ok"] is False and broken["facts"]["toolkits"][0]["complete"] is False
     assert broken["toolkit"] == {"source": "none", "version": None, "why": "no complete system toolkit"}
+
+
+def test_cmake_that_prints_no_version_is_a_failure_not_a_traceback(options, fixture_text) -> None:
+    f = facts(fixture_text)
+    f.tools["cmake"] = "?"  # what detect records when `cmake --version` prints no version (a broken wrapper)
+    d = diagnose(options(), f, arch_spec=None, cuda=None)
+    (v,) = [v for v in d.verdicts if v.topic == "cmake"]
+    assert v.level == "fail" and "does not run" in v.message and "pip install -U cmake" in v.fix
+    f.tools["cmake"] = "3.20.6"
+    (v,) = [v for v in diagnose(options(), f, arch_spec=None, cuda=None).verdicts if v.topic == "cmake"]
+    assert v.level == "fail" and "older than 3.21" in v.message
