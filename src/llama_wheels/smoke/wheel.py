@@ -10,6 +10,7 @@ from typing import Any
 
 from llama_wheels import agreement
 from llama_wheels.detect import Gpu
+from llama_wheels.errors import FatalError
 from llama_wheels.log import Logger
 from llama_wheels.net import free_port
 from llama_wheels.smoke import checks
@@ -18,6 +19,8 @@ from llama_wheels.smoke.report import Recorder, SmokeReport
 from llama_wheels.smoke.server import PROMPT, smoke_server
 from llama_wheels.smoke.splits import plan_runs
 from llama_wheels.smoke.wheelenv import WheelEnv, install
+from llama_wheels.verify import conformance
+from llama_wheels.verify.judge import judge
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,10 @@ class SmokeSetup:
     require_gpu: bool
     port: int | None
     env: dict[str, str]
-    cache_dir: Path | None = None  # where the embedded model (the negative control's) is cached
+    cache_dir: Path | None = None  # where the embedded model (the control's) is cached
+    source: Path | None = None  # vendor/llama.cpp of the wheel's source, for the op-level check
+    source_note: str = ""  # why there is no source (the op-level check then fails under --require-gpu)
+    ops: tuple[str, ...] = conformance.DEFAULT_OPS
 
 
 def smoke_wheel(wheel: Path, entry: dict[str, Any], setup: SmokeSetup, log: Logger) -> SmokeReport:
@@ -59,6 +65,8 @@ def smoke_wheel(wheel: Path, entry: dict[str, Any], setup: SmokeSetup, log: Logg
     if cpu is None:
         return rep
     rep.numbers["cpu_tok_per_s"] = cpu["tok_per_s"]
+    for g in runnable if imp["gpu_offload"] else []:
+        _op_conformance(wenv, entry, g, setup, rec)
     # a mixed machine: split runs only when every selected card can run the wheel
     teacher = agreement.TeacherForced(probe, wenv.python, setup.work / f"numerics-{flavour}", wenv.env)
     _gpu_runs(wenv, runnable, len(runnable) == len(setup.gpus), gen_args, cpu, rec, teacher, setup.model)
@@ -75,6 +83,29 @@ def smoke_wheel(wheel: Path, entry: dict[str, Any], setup: SmokeSetup, log: Logg
                               n_gpu_layers=-1 if runnable else 0, n_gpus=len(runnable), log_path=log_path, env=env):
             rec.put(c)
     return rep
+
+
+def _op_conformance(wenv: WheelEnv, entry: dict[str, Any], g: Gpu, setup: SmokeSetup, rec: Recorder) -> None:
+    """llama.cpp's test-backend-ops from the same source, linked against this venv's wheel libraries, on card
+    ``g``: the default ops (once per wheel and card) and the ops of the smoke model's graph."""
+    name = f"op-level conformance GPU {g.index} (test-backend-ops vs the CPU backend)"
+    t0 = time.monotonic()
+    if setup.source is None:
+        rec.add(name, "fail" if setup.require_gpu else "skip", f"not run: {setup.source_note}", t0)
+        return
+    flavour = str(entry.get("flavour") or "wheel")
+    try:
+        plan = conformance.ConformancePlan(setup.source, conformance.lib_dir_of(wenv.python),
+                                           setup.work / f"ops-{flavour}", conformance.find_cxx(setup.env), setup.ops)
+        key = "-".join(str(x) for x in (str(entry.get("sha256", ""))[:16], g.name.replace(" ", "_"), g.driver))
+        evidence = conformance.check_gpu(plan, f"{g.index}: {g.name}", str(g.index), wenv.env, model=setup.model,
+                                         cache_key=key)
+    except FatalError as exc:
+        rec.add(name, "fail", exc.one_line(), t0)
+        return
+    j = judge(evidence)
+    rec.add(name, j.status, j.detail, t0)
+    rec.report.numbers.setdefault("op_conformance", {})[str(g.index)] = j.numbers
 
 
 def _gpu_checks(entry: dict[str, Any], imp: dict[str, Any], setup: SmokeSetup, rec: Recorder) -> list[Gpu] | None:
@@ -102,16 +133,14 @@ def _gpu_runs(wenv: WheelEnv, runnable: list[Gpu], split_ok: bool, gen_args: dic
     for run in runs:
         outcome = checks.gpu_run(wenv, run, gen_args, cpu)
         for c in outcome.checks:
-            if teacher is not None and model is not None and c.name.startswith("GPU vs CPU agreement"):
-                # teacher-forced, as llama-perplexity --kl-divergence judges it (agreement.py); the greedy /
-                # max-|Δlogit| result stays as information
-                t0 = time.monotonic()
-                o = teacher.check(model, wenv.with_gpus(run.visible, dict(run.env)), **run.args)
-                rec.add(c.name, o.status, f"{o.detail}; {agreement.REFERENCE_HOW}; greedy (information only): "
-                        f"{c.detail}", t0)
-                rec.report.numbers.setdefault("agreement", {})[run.name] = o.numbers
-                continue
             rec.put(c)
+        if teacher is not None and model is not None and outcome.ran:
+            # teacher-forced, as llama-perplexity --kl-divergence measures it; judged by verify.judge
+            t0 = time.monotonic()
+            o = teacher.check(model, wenv.with_gpus(run.visible, dict(run.env)), **run.args)
+            rec.add(f"GPU vs CPU agreement ({run.name})", o.status,
+                    f"{o.detail}; {agreement.REFERENCE_HOW}; greedy: {outcome.greedy}", t0)
+            rec.report.numbers.setdefault("agreement", {})[run.name] = o.numbers
         if outcome.tok_per_s is not None:
             rec.report.numbers.setdefault("gpu_tok_per_s", {})[run.name] = outcome.tok_per_s
         if outcome.max_logit_diff is not None:

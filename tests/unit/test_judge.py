@@ -1,0 +1,71 @@
+"""verify.judge, the one home of the GPU gate's verdicts: op-level runs decide, real-model agreement is
+information with a gross-failure guard, and the control must see a difference. The op-level evidence is
+parsed from test-backend-ops output recorded on real machines (tests/fixtures/test-backend-ops/README.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+
+from llama_wheels import numerics as nm
+from llama_wheels.verify import conformance as cf
+from llama_wheels.verify.judge import GROSS_MEAN_KLD, ModelAgreement, Sensitivity, judge
+
+FIX = Path(__file__).parent.parent / "fixtures" / "test-backend-ops"
+
+
+def _run(text: str, what: str = "default ops", rc: int = 0) -> cf.OpRun:
+    cases, summary, ok = cf.parse_output(text)
+    return cf.OpRun("CUDA0", what, ("test-backend-ops",), tuple(cases), summary, ok, rc, 12.0)
+
+
+def _agreement(**kw: object) -> nm.Agreement:
+    base = nm.Agreement(positions=2040, kld=nm.Summary(0.016, 0.2, 0.9), top1=0.923, top5=0.9, ppl_ref=20.0,
+                        ppl_test=20.1, kld_err=3e-4, top1_err=0.004)
+    return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
+
+
+def test_ops_pass_names_counts_per_run() -> None:
+    j = judge(cf.OpConformance("0: GPU", (_run((FIX / "cpu-rms_norm-add.txt").read_text()),)))
+    assert j.status == "pass", j.detail
+    assert "OK, 0 failed" in j.detail
+    assert j.numbers["default ops"]["fail"] == 0 and j.numbers["default ops"]["ok"] > 10
+
+
+def test_ops_failure_names_op_types_shape_and_error() -> None:
+    j = judge(cf.OpConformance("0: GPU", (_run((FIX / "cuda-rms_norm-broken.txt").read_text(), rc=1),)))
+    assert j.status == "fail"
+    assert "RMS_NORM(type=f32,ne=[" in j.detail and "ERR = " in j.detail and "> 0.0000001" in j.detail, j.detail
+    assert j.numbers["failed"] and all(f.startswith("RMS_NORM") for f in j.numbers["failed"])
+
+
+def test_ops_crash_or_empty_run_fails() -> None:
+    crashed = _run("Testing 2 devices\n\nBackend 1/2: CUDA0\n  Device description: NVIDIA H200\n", rc=-6)
+    j = judge(cf.OpConformance("0: GPU", (crashed,)))
+    assert j.status == "fail" and "exit code -6" in j.detail
+    assert judge(cf.OpConformance("0: GPU", (_run("", rc=0),))).status == "fail"
+    assert judge(cf.OpConformance("0: GPU", ())).status == "fail"
+
+
+def test_model_numbers_are_information_until_gross() -> None:
+    info = judge(ModelAgreement(_agreement()))
+    assert info.status == "pass" and "information" in info.detail and "±" in info.detail
+    # the measured worst correct case and the old control are no longer failures: they are information
+    assert judge(ModelAgreement(_agreement(kld=nm.Summary(0.09, 0.3, 0.4), top1=0.85))).status == "pass"
+    gross = judge(ModelAgreement(_agreement(kld=nm.Summary(GROSS_MEAN_KLD * 2, 9.0, 20.0), top1=0.1)))
+    assert gross.status == "fail" and "another model" in gross.detail
+    nan = judge(ModelAgreement(_agreement(ppl_test=math.nan)))
+    assert nan.status == "fail" and "non-finite" in nan.detail
+    crashed = judge(ModelAgreement(None, "the run under test failed: crashed with SIGSEGV"))
+    assert crashed.status == "fail" and "SIGSEGV" in crashed.detail
+
+
+@pytest.mark.parametrize(("same", "ok"), [(2e-9, True), (0.0, True), (0.05, False)])
+def test_control_must_read_far_above_the_same_model(same: float, ok: bool) -> None:
+    control = _agreement(kld=nm.Summary(0.0897, 0.27, 0.40))
+    j = judge(Sensitivity(control, _agreement(kld=nm.Summary(same, 0.0, 0.0))))
+    assert (j.status == "pass") is ok, j.detail
+    assert judge(Sensitivity(None, None, "quantizing failed")).status == "fail"
