@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from llama_wheels.net import port_in_use
 from llama_wheels.smoke.report import Check, SmokeReport, summary_rows, write_reports
 from llama_wheels.smoke.targets import select_gpus, select_wheels
 from llama_wheels.smoke.wheel import SmokeSetup, smoke_wheel
+from llama_wheels.verify import conformance
 from llama_wheels.wheels import verify
 
 __all__ = ["SmokeReport", "SmokeRequest", "add_parser", "find_python", "request_from_args", "resolve_model", "run"]
@@ -44,11 +46,13 @@ class SmokeRequest:
     port: int | None = None  # None: a free one
     gpus: str = "all"  # "all" or nvidia-smi indices "0,1"
     offline: bool = False  # a PyPI model id then comes from the prefetch folder
+    ops: tuple[str, ...] = conformance.DEFAULT_OPS  # the op-level check's ops on a GPU (test-backend-ops -o)
 
 
 def request_from_args(args: argparse.Namespace) -> SmokeRequest:
     return SmokeRequest(wheel=args.wheel, flavour=args.flavour, model=Path(args.model) if args.model else None,
-                        require_gpu=args.require_gpu, port=args.port, gpus=args.gpus, offline=args.offline)
+                        require_gpu=args.require_gpu, port=args.port, gpus=args.gpus, offline=args.offline,
+                        ops=args.ops or conformance.DEFAULT_OPS)
 
 
 def resolve_model(model: Path | None, cache_dir: Path, log: Logger, prefetch_dir: Path | None = None,
@@ -87,9 +91,10 @@ def run(options: Options, request: SmokeRequest, env: Mapping[str, str], log: Lo
     gpus = select_gpus(request.gpus, present)
     log.info("GPUs: " + (", ".join(f"{g.index}: {g.name} sm_{g.compute_cap}" for g in gpus) or "none")
              + (f" (selected from {len(present)})" if len(gpus) != len(present) else ""))
-    source, note = wheel_source(options, request.offline, env, log) if gpus else (None, "no GPU")
+    source, note = wheel_source(options, request.offline, env, log)
     setup = SmokeSetup(owned_subdir(options.build_dir, "smoke"), options.build_dir, model, find_python(options, env),
-                       gpus, request.require_gpu, request.port, dict(env), options.cache_dir, source, note)
+                       gpus, request.require_gpu, request.port, dict(env), options.cache_dir, source, note,
+                       request.ops)
     reports = [_smoke_and_report(wheel, entry, setup, options.wheelhouse / "reports", env, log)
                for wheel, entry in targets]
     log.table("smoke summary", ["flavour", "result", "passed", "failed", "skipped/warned"], summary_rows(reports))
@@ -132,6 +137,15 @@ def _smoke_and_report(wheel: Path, entry: dict[str, Any], setup: SmokeSetup, fol
     return rep
 
 
+def _op_list(value: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in value.split(","))
+    bad = [n for n in names if not re.fullmatch(r"[A-Z][A-Z0-9_]*", n)]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of op names; give e.g. "
+                                         "MUL_MAT,FLASH_ATTN_EXT (test-backend-ops --list-ops lists them)")
+    return names
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``smoke`` subcommand's arguments; the caller sets its handler."""
     s: argparse.ArgumentParser = sub.add_parser(
@@ -145,6 +159,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     s.add_argument("--offline", action="store_true", help="install only from local folders (always the case); "
                                                                   "a PyPI model id then comes from the prefetch folder")
     s.add_argument("--port", type=int, help="server port (default: a free one)")
+    s.add_argument("--ops", type=_op_list, help="the op-level check's ops on a GPU, comma-separated test-backend-ops names "
+                                 "(default: " + ",".join(conformance.DEFAULT_OPS[:4]) + ",... the ops a model run uses)")
     s.add_argument("--gpus", default="all", help="all, or nvidia-smi indices like 0,1: checks run per card, "
                                                  "then each split mode over all of them")
     return s

@@ -65,8 +65,8 @@ def smoke_wheel(wheel: Path, entry: dict[str, Any], setup: SmokeSetup, log: Logg
     if cpu is None:
         return rep
     rep.numbers["cpu_tok_per_s"] = cpu["tok_per_s"]
-    for g in runnable if imp["gpu_offload"] else []:
-        _op_conformance(wenv, entry, g, setup, rec)
+    for card in runnable or [None]:
+        _op_conformance(wenv, entry, card, setup, rec)
     # a mixed machine: split runs only when every selected card can run the wheel
     teacher = agreement.TeacherForced(probe, wenv.python, setup.work / f"numerics-{flavour}", wenv.env)
     _gpu_runs(wenv, runnable, len(runnable) == len(setup.gpus), gen_args, cpu, rec, teacher, setup.model)
@@ -85,27 +85,31 @@ def smoke_wheel(wheel: Path, entry: dict[str, Any], setup: SmokeSetup, log: Logg
     return rep
 
 
-def _op_conformance(wenv: WheelEnv, entry: dict[str, Any], g: Gpu, setup: SmokeSetup, rec: Recorder) -> None:
-    """llama.cpp's test-backend-ops from the same source, linked against this venv's wheel libraries, on card
-    ``g``: the default ops (once per wheel and card) and the ops of the smoke model's graph."""
-    name = f"op-level conformance GPU {g.index} (test-backend-ops vs the CPU backend)"
+def _op_conformance(wenv: WheelEnv, entry: dict[str, Any], g: Gpu | None, setup: SmokeSetup, rec: Recorder) -> None:
+    """llama.cpp's test-backend-ops from the same source, linked against this venv's wheel libraries: on card
+    ``g`` the default ops (once per wheel and card) and the ops of the smoke model's graph, against the CPU
+    backend; without a card, the CPU backend's fused paths against its own reference mode."""
+    where = f"GPU {g.index}" if g is not None else "CPU"
+    name = f"op-level conformance {where} (test-backend-ops vs the CPU {'backend' if g else 'reference mode'})"
     t0 = time.monotonic()
     if setup.source is None:
-        rec.add(name, "fail" if setup.require_gpu else "skip", f"not run: {setup.source_note}", t0)
+        rec.add(name, "fail" if setup.require_gpu and g is not None else "skip", f"not run: {setup.source_note}", t0)
         return
     flavour = str(entry.get("flavour") or "wheel")
+    ops = setup.ops if g is not None else conformance.CPU_OPS
+    device = f"{g.index}: {g.name}" if g is not None else "CPU"
+    key = "-".join([str(entry.get("sha256", ""))[:16]] + ([g.name.replace(" ", "_"), g.driver] if g else ["cpu"]))
     try:
         plan = conformance.ConformancePlan(setup.source, conformance.lib_dir_of(wenv.python),
-                                           setup.work / f"ops-{flavour}", conformance.find_cxx(setup.env), setup.ops)
-        key = "-".join(str(x) for x in (str(entry.get("sha256", ""))[:16], g.name.replace(" ", "_"), g.driver))
-        evidence = conformance.check_gpu(plan, f"{g.index}: {g.name}", str(g.index), wenv.env, model=setup.model,
-                                         cache_key=key)
+                                           setup.work / f"ops-{flavour}", conformance.find_cxx(setup.env), ops)
+        evidence = conformance.check_device(plan, device, str(g.index) if g else None, wenv.env,
+                                            model=setup.model if g is not None else None, cache_key=key)
     except FatalError as exc:
         rec.add(name, "fail", exc.one_line(), t0)
         return
     j = judge(evidence)
     rec.add(name, j.status, j.detail, t0)
-    rec.report.numbers.setdefault("op_conformance", {})[str(g.index)] = j.numbers
+    rec.report.numbers.setdefault("op_conformance", {})[where] = j.numbers
 
 
 def _gpu_checks(entry: dict[str, Any], imp: dict[str, Any], setup: SmokeSetup, rec: Recorder) -> list[Gpu] | None:
