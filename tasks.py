@@ -104,12 +104,14 @@ def farm_server(c: Context, scheduler: str, public_addr: str, name: str = "serve
     "install": "run the pip command instead of printing it",
     "index_only": "--index-url instead of --extra-index-url (nothing from PyPI)",
     "json": "print the choice as JSON",
+    "allow_cpu": "take the CPU flavour when no GPU flavour runs here (else an error naming the flavour to build)",
 })
 def select_flavour(c: Context, index: str = "", gpus: str = "", driver_cuda: str = "", install: bool = False,
-                   index_only: bool = False, json: bool = False) -> None:
+                   index_only: bool = False, json: bool = False, allow_cpu: bool = False) -> None:
     """Pick the flavour for this machine's GPUs and driver; print the exact pip command, one line per GPU."""
     args = ["select"] + (["--index", index] if index else []) + (["--gpus", gpus] if gpus else [])
     args += (["--driver-cuda", driver_cuda] if driver_cuda else []) + (["--install"] if install else [])
+    args += ["--allow-cpu"] if allow_cpu else []
     _run(args + (["--index-only"] if index_only else []) + (["--json"] if json else []))
 
 
