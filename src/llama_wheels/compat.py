@@ -190,12 +190,16 @@ LLAMA_CPP_COMPRESSION = ("size", (12, 8))  # (default mode, first toolkit that g
 
 
 def compression_mode(cuda: CudaVersion, cmake_args: list[str]) -> str | None:
-    """The -compress-mode a llama.cpp CUDA build used: from GGML_CUDA_COMPRESSION_MODE, else the default."""
+    """The -compress-mode a llama.cpp CUDA build used: from GGML_CUDA_COMPRESSION_MODE, else the default.
+    None before CUDA 12.8, whatever the flag says: llama.cpp passes -compress-mode only from 12.8 on (our plan
+    sets GGML_CUDA_COMPRESSION_MODE on every CUDA build, so a cu124 wheel would otherwise claim a 12.4-driver floor)."""
+    mode, since = LLAMA_CPP_COMPRESSION
+    if cuda < since:
+        return None
     for arg in cmake_args:
         if arg.startswith("-DGGML_CUDA_COMPRESSION_MODE="):
             return arg.split("=", 1)[1] or None
-    mode, since = LLAMA_CPP_COMPRESSION
-    return mode if cuda >= since else None
+    return mode
 
 
 def min_driver(runtime: CudaVersion, compress_mode: str | None) -> DriverRow | None:

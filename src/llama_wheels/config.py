@@ -69,7 +69,7 @@ ENV_NON_OPTIONS = frozenset({"LLAMA_WHEELS_DEBUG", "LLAMA_WHEELS_ROOT", "LLAMA_W
                              # build farm secrets: read from the environment only, never from a file of ours
                              "LLAMA_WHEELS_DIST_TOKEN", "LLAMA_WHEELS_DIST_SERVER_TOKEN"})
 VARIANT_KEYS = frozenset({"extras", "cmake-args", "ggml"})
-_CUDA_RE = re.compile(r"^(auto|system|pypi:\d+\.\d+)$")
+_CUDA_RE = re.compile(r"^(auto|system|system:\d+\.\d+|pypi:\d+\.\d+)$")
 
 
 @dataclass(frozen=True)
@@ -365,7 +365,8 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
                           f"use {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer, e.g. 3.11 (the wheel serves every Python 3)")
     if not _CUDA_RE.match(str(merged["cuda"])):
         raise ConfigError(f"cuda = '{merged['cuda']}' is not valid",
-                          "use auto, system or pypi:<major.minor>, e.g. pypi:13.0")
+                          "use auto, system, system:<major.minor> (e.g. system:12.4) or pypi:<major.minor>, "
+                          "e.g. pypi:13.0")
     if merged["cuda-runtime"] not in ("pip", "system", "bundle"):
         raise ConfigError(f"cuda-runtime = '{merged['cuda-runtime']}' is not valid", "use pip, system or bundle")
     replace_sets = merged["replace-default-arch-sets"]

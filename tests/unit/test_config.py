@@ -49,7 +49,7 @@ def test_describe_names_sources(options) -> None:
     ('[tool.llama-wheels.arch-sets]\nx = "banana"\n', {}, "banana"),
     ('[tool.llama-wheels.arch-sets]\nauto = "90"\n', {}, "may not be named 'auto'"),
     ('[tool.llama-wheels.variants.server]\nextra = ["server"]\n', {}, "did you mean 'extras'?"),
-    ('cuda = "12.4"\n', {}, "use auto, system or pypi"),
+    ('cuda = "12.4"\n', {}, "use auto, system, system:<major.minor> (e.g. system:12.4) or pypi"),
     ('cuda-runtime = "static"\n', {}, "pip, system or bundle"),
     ('python = "3"\n', {}, "major.minor"),
     ('sdist-sha256 = "abc"\n', {}, "not a sha256"),
