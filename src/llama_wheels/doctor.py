@@ -69,7 +69,8 @@ def choose_toolkit(cuda: str, facts: Facts) -> ToolkitChoice:
             tk = same[0]
             return ToolkitChoice("system", tk.version, tk, f"system toolkit {tk.full_version} at {tk.root}")
         found = ", ".join(f"{t.full_version} at {t.root}" for t in complete) or "none"
-        return ToolkitChoice("none", None, None, f"no complete system CUDA {vstr(want)} toolkit (complete ones: {found})")
+        return ToolkitChoice("none", None, None,
+                             f"no complete system CUDA {vstr(want)} toolkit (complete ones: {found})")
     if cuda == "system":
         if complete:
             tk = max(complete, key=lambda t: t.version)

@@ -110,7 +110,7 @@ def test_a_cuda_12_4_build_is_not_compressed_whatever_our_flag_says(tmp_path: Pa
     so a cu124 wheel runs on every CUDA 12 driver (525.60.13) and a cu128 one needs the 12.4 driver (550.54.14)."""
     args = ["-DGGML_CUDA=on", "-DGGML_CUDA_COMPRESSION_MODE=size"]
     assert compression_mode((12, 4), args) is None and compression_mode((12, 8), args) == "size"
-    entry = catalogue.flavour_entry("cu124-sm80", [], {"cuda": "12.4", "archs": "80", "embedded": ["sm_80", "compute_80"],
+    entry = catalogue.flavour_entry("cu124-sm80", [], {"cuda": "12.4", "archs": "80", "embedded": ["sm_80"],
                                                        "cmake_args": args, "cuda_runtime": "pip"}, None)
     assert entry["min_driver"] == {"cuda": "12.0", "linux": "525.60.13", "windows": "527.41"}
     entry = catalogue.flavour_entry("cu128-sm80", [], {"cuda": "12.8", "archs": "80", "embedded": ["sm_80"],
