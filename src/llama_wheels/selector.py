@@ -435,12 +435,17 @@ def refuse_cpu(machine: Machine, cands: Sequence[Candidate]) -> SelectError:
     """The CPU flavour would be chosen on a machine with NVIDIA GPUs: say why, and which flavour would serve."""
     cuda = [c for c in cands if c.entry.get("cuda")]
     why = "; ".join(f"{g.describe()}: {unused(g, cuda)}" for g in machine.gpus)
+    return SelectError(f"no GPU flavour in the catalogue runs here, only the CPU one: {why}",
+                       serving_flavours(machine) + "; or pass --allow-cpu to install the cpu flavour", 4)
+
+
+def serving_flavours(machine: Machine) -> str:
+    """One clause per GPU: the flavour that would serve it and how to build it."""
     wants = []
     for g in machine.gpus:
         name, how = serving_flavour(g, machine)
         wants.append(f"{name} would serve {g.describe()}: {how}" if name else how)
-    return SelectError(f"no GPU flavour in the catalogue runs here, only the CPU one: {why}",
-                       "; ".join(dict.fromkeys(wants)) + "; or pass --allow-cpu to install the cpu flavour", 4)
+    return "; ".join(dict.fromkeys(wants))
 
 
 def cuda_rank(c: Candidate) -> Tuple[int, int]:
@@ -464,6 +469,8 @@ def choose(catalogue: Dict[str, Any], machine: Machine, *, base_url: str,
         drivers = [driver_problem(c.entry, machine) for c in cands if c.entry.get("cuda")]
         remedy = ("update the NVIDIA driver" if any(drivers) else
                   "ask for a flavour with code for these GPUs, or a cpu flavour")
+        if machine.gpus:
+            remedy = serving_flavours(machine)
         raise SelectError(f"no flavour in the catalogue runs here: {reasons}", remedy, 4)
     best = ok[0]
     lines = list(best.why)

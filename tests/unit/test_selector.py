@@ -128,7 +128,15 @@ def test_driver_too_old_and_no_cpu_flavour_is_a_clear_refusal(tmp_path: Path) ->
                               nvml=None, env={}, windows=True)
     with pytest.raises(selector.SelectError) as err:
         pick(tmp_path, ["cu130-sm90", "cu130-sm86-89-120"], machine)
-    assert "580.88" in err.value.one_line() and "update the NVIDIA driver" in err.value.one_line()
+    assert "580.88" in err.value.one_line() and err.value.return_code == 4
+    assert err.value.remedy == ("cu124-sm89 would serve GPU 0 NVIDIA GeForce RTX 4090 (sm_89): build it with --archs 89 "
+                                "--cuda system and a CUDA 12.4 toolkit (README: Drivers older than 580), or update the "
+                                "driver to >= 580 for the CUDA 13 flavours")
+    old = selector.override(machine, "8.9", "11.8")
+    with pytest.raises(selector.SelectError) as err:
+        pick(tmp_path / "2", ["cu130-sm90", "cu130-sm86-89-120"], old)
+    assert err.value.remedy.startswith("this driver (CUDA 11.8) is too old for any flavour we build; update the NVIDIA "
+                                       "driver (>= 525.60.13 for CUDA 12, >= 580.65.06 for CUDA 13)")
 
 
 def test_driver_version_alone_is_checked_against_the_floor(tmp_path: Path) -> None:
