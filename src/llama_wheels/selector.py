@@ -408,26 +408,35 @@ def unused(gpu: Gpu, cands: Sequence[Candidate]) -> str:
     return "; ".join(f"{', '.join(f)}: {t}" for t, f in groups.items()) or "no CUDA flavour in the catalogue"
 
 
-#: The newest CUDA each driver generation runs: its first GA driver (Linux / Windows), from the CUDA release
-#: notes (the same rows as llama_wheels.compat.DRIVER_TABLE; a unit test keeps them equal).
+# What would serve a GPU that no flavour serves (the selector cannot import llama_wheels.compat; a unit test
+# checks these against compat.ARCH_SUPPORT and compat.min_driver).
 CUDA12_TOOLKIT = (12, 4)  # the CUDA 12 we suggest: runs on every 12.x driver (>= 525.60.13), no fatbin compression
-#: Blackwell needs a newer CUDA 12 (compat.ARCH_SUPPORT), whose compressed fatbins need a 12.4 driver.
-CUDA12_BLACKWELL: Dict[int, Version] = {100: (12, 8), 103: (12, 9), 120: (12, 8), 121: (12, 9)}
+#: Blackwell needs a newer CUDA 12, whose compressed fatbins need a 12.4 driver.
+CUDA12_BLACKWELL: Dict[int, Version] = {100: (12, 8), 101: (12, 8), 103: (12, 9), 120: (12, 8), 121: (12, 9)}
+CUDA13_FLOOR = 75  # CUDA 13 builds nothing older: those GPUs need a CUDA 12 flavour, whatever the driver
+CUDA13_ONLY = (88, 110)  # no CUDA 12 builds these
+CUDA12_FLOOR = 50  # no CUDA 12 builds Kepler
 
 
 def serving_flavour(gpu: Gpu, machine: Machine) -> Tuple[str, str]:
-    """(flavour name, how to get it) of a build that would run natively on ``gpu`` with this driver."""
+    """(flavour name, how to get it) of a build that would run natively on ``gpu`` with this driver;
+    ("", what to do) when no toolkit we build with can serve it."""
     driver = machine.driver_cuda
-    if driver is None or driver >= (13, 0):
-        cuda: Version = (13, 0)
-        how = f"build it with --archs {gpu.cc} (CUDA 13, the default toolkit)"
-    else:
-        cuda = CUDA12_BLACKWELL.get(gpu.cc, CUDA12_TOOLKIT)
-        if driver < (12, 0) or (cuda > CUDA12_TOOLKIT and driver < (12, 4)):
-            return "", (f"this driver (CUDA {driver[0]}.{driver[1]}) is too old for any flavour we build; "
-                        "update the NVIDIA driver (>= 525.60.13 for CUDA 12, >= 580.65.06 for CUDA 13)")
-        how = (f"build it with --archs {gpu.cc} --cuda system and a CUDA {cuda[0]}.{cuda[1]} toolkit "
-               "(README: Drivers older than 580), or update the driver to >= 580 for the CUDA 13 flavours")
+    new_driver = driver is None or driver >= (13, 0)
+    if gpu.cc < CUDA12_FLOOR:
+        return "", f"sm_{gpu.cc} is built by no CUDA 12 or 13 toolkit (CUDA 11.8 was the last): use the cpu flavour"
+    if new_driver and gpu.cc >= CUDA13_FLOOR:
+        return f"cu130-sm{gpu.cc}", f"build it with --archs {gpu.cc} (CUDA 13, the default toolkit)"
+    if gpu.cc in CUDA13_ONLY:
+        return "", f"sm_{gpu.cc} needs a CUDA 13 flavour: update the NVIDIA driver to >= 580.65.06"
+    cuda = CUDA12_BLACKWELL.get(gpu.cc, CUDA12_TOOLKIT)
+    if driver is not None and (driver < (12, 0) or (cuda > CUDA12_TOOLKIT and driver < (12, 4))):
+        return "", (f"this driver (CUDA {driver[0]}.{driver[1]}) is too old for any flavour we build; "
+                    "update the NVIDIA driver (>= 525.60.13 for CUDA 12, >= 580.65.06 for CUDA 13)")
+    how = (f"build it with --archs {gpu.cc} --cuda system:{cuda[0]}.{cuda[1]} and that toolkit installed "
+           "(README: Drivers older than 580)")
+    if not new_driver and gpu.cc >= CUDA13_FLOOR:
+        how += ", or update the driver to >= 580 for the CUDA 13 flavours"
     return f"cu{cuda[0]}{cuda[1]}-sm{gpu.cc}", how
 
 

@@ -119,8 +119,8 @@ def test_driver_too_old_for_cuda13_gets_cpu_only_when_allowed_and_names_the_driv
     with pytest.raises(selector.SelectError) as err:
         selector.choose(cat, machine, base_url=url, fits=fits)
     assert err.value.return_code == 4
-    assert "cu124-sm89 would serve GPU 0 NVIDIA GeForce RTX 4090 (sm_89): build it with --archs 89 --cuda system " \
-           "and a CUDA 12.4 toolkit" in err.value.remedy
+    assert "cu124-sm89 would serve GPU 0 NVIDIA GeForce RTX 4090 (sm_89): build it with --archs 89 --cuda system:12.4 " \
+           "and that toolkit installed" in err.value.remedy
 
 
 def test_driver_too_old_and_no_cpu_flavour_is_a_clear_refusal(tmp_path: Path) -> None:
@@ -130,8 +130,8 @@ def test_driver_too_old_and_no_cpu_flavour_is_a_clear_refusal(tmp_path: Path) ->
         pick(tmp_path, ["cu130-sm90", "cu130-sm86-89-120"], machine)
     assert "580.88" in err.value.one_line() and err.value.return_code == 4
     assert err.value.remedy == ("cu124-sm89 would serve GPU 0 NVIDIA GeForce RTX 4090 (sm_89): build it with --archs 89 "
-                                "--cuda system and a CUDA 12.4 toolkit (README: Drivers older than 580), or update the "
-                                "driver to >= 580 for the CUDA 13 flavours")
+                                "--cuda system:12.4 and that toolkit installed (README: Drivers older than 580), or "
+                                "update the driver to >= 580 for the CUDA 13 flavours")
     old = selector.override(machine, "8.9", "11.8")
     with pytest.raises(selector.SelectError) as err:
         pick(tmp_path / "2", ["cu130-sm90", "cu130-sm86-89-120"], old)
@@ -339,8 +339,8 @@ def test_a100_on_535_never_gets_the_cpu_flavour_silently(tmp_path: Path) -> None
         "cu130-sm86-89-120, cu130-sm90: needs a driver for CUDA >= 13.0 (Linux >= 580.65.06, Windows >= 580.88); "
         "this driver supports CUDA 12.2")
     assert err.value.remedy == (
-        "cu124-sm80 would serve GPU 0 NVIDIA A100-SXM4-80GB (sm_80): build it with --archs 80 --cuda system and a "
-        "CUDA 12.4 toolkit (README: Drivers older than 580), or update the driver to >= 580 for the CUDA 13 "
+        "cu124-sm80 would serve GPU 0 NVIDIA A100-SXM4-80GB (sm_80): build it with --archs 80 --cuda system:12.4 and "
+        "that toolkit installed (README: Drivers older than 580), or update the driver to >= 580 for the CUDA 13 "
         "flavours; or pass --allow-cpu to install the cpu flavour")
 
 
@@ -390,11 +390,31 @@ def test_command_line_exit_code_and_allow_cpu(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_cuda12_suggestions_agree_with_the_compat_tables() -> None:
-    from llama_wheels.compat import ARCH_SUPPORT, DRIVER_TABLE, min_driver
+    from llama_wheels.compat import ARCH_SUPPORT, DRIVER_TABLE, arch_floor, min_driver, supports
 
     for cc, support in ARCH_SUPPORT.items():
-        if support.last_exclusive is None and support.first < (13, 0):  # built by CUDA 12 and 13 alike
+        if supports(support, (12, 9)) and support.first < (13, 0):
             assert support.first <= selector.CUDA12_BLACKWELL.get(cc, selector.CUDA12_TOOLKIT), cc
     for cc, cuda in selector.CUDA12_BLACKWELL.items():
         assert ARCH_SUPPORT[cc].first == cuda and min_driver(cuda, "size").cuda == (12, 4)
     assert min_driver(selector.CUDA12_TOOLKIT, None) == DRIVER_TABLE[1]  # 12.0's driver: any 12.x runs it
+    assert selector.CUDA13_FLOOR == arch_floor((13, 0)) and selector.CUDA12_FLOOR == arch_floor((12, 0))
+    assert [n for n, s in ARCH_SUPPORT.items() if supports(s, (13, 0)) and not supports(s, (12, 9))] == \
+        list(selector.CUDA13_ONLY)
+
+
+@pytest.mark.parametrize(("cc", "driver", "flavour", "fragment"), [
+    (80, (13, 0), "cu130-sm80", "--archs 80 (CUDA 13"),
+    (80, None, "cu130-sm80", "--archs 80 (CUDA 13"),
+    (61, (13, 0), "cu124-sm61", "--cuda system:12.4"),  # CUDA 13 dropped Pascal; a cu124 wheel runs on 580
+    (120, (12, 8), "cu128-sm120", "--cuda system:12.8"),
+    (121, (12, 9), "cu129-sm121", "--cuda system:12.9"),
+    (120, (12, 2), "", "too old for any flavour"),
+    (110, (12, 8), "", "needs a CUDA 13 flavour"),
+    (37, (13, 0), "", "CUDA 11.8 was the last"),
+    (75, (11, 4), "", "too old for any flavour"),
+])
+def test_the_flavour_that_would_serve(cc: int, driver: tuple[int, int] | None, flavour: str, fragment: str) -> None:
+    machine = selector.Machine((selector.Gpu(0, "x", cc),), "", driver)
+    name, how = selector.serving_flavour(machine.gpus[0], machine)
+    assert name == flavour and fragment in how
