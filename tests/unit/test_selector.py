@@ -119,8 +119,8 @@ def test_driver_too_old_for_cuda13_gets_cpu_only_when_allowed_and_names_the_driv
     with pytest.raises(selector.SelectError) as err:
         selector.choose(cat, machine, base_url=url, fits=fits)
     assert err.value.return_code == 4
-    assert "cu124-sm89 would serve GPU 0 NVIDIA GeForce RTX 4090 (sm_89): build it with --archs 89 --cuda system:12.4 " \
-           "and that toolkit installed" in err.value.remedy
+    assert "cu124-sm89 would serve GPU 0 NVIDIA GeForce RTX 4090 (sm_89): build it with --archs 89 " \
+           "--cuda system:12.4 and that toolkit installed" in err.value.remedy
 
 
 def test_driver_too_old_and_no_cpu_flavour_is_a_clear_refusal(tmp_path: Path) -> None:
@@ -129,9 +129,9 @@ def test_driver_too_old_and_no_cpu_flavour_is_a_clear_refusal(tmp_path: Path) ->
     with pytest.raises(selector.SelectError) as err:
         pick(tmp_path, ["cu130-sm90", "cu130-sm86-89-120"], machine)
     assert "580.88" in err.value.one_line() and err.value.return_code == 4
-    assert err.value.remedy == ("cu124-sm89 would serve GPU 0 NVIDIA GeForce RTX 4090 (sm_89): build it with --archs 89 "
-                                "--cuda system:12.4 and that toolkit installed (README: Drivers older than 580), or "
-                                "update the driver to >= 580 for the CUDA 13 flavours")
+    assert err.value.remedy == ("cu124-sm89 would serve GPU 0 NVIDIA GeForce RTX 4090 (sm_89): build it with "
+                                "--archs 89 --cuda system:12.4 and that toolkit installed (README: Drivers older than "
+                                "580), or update the driver to >= 580 for the CUDA 13 flavours")
     old = selector.override(machine, "8.9", "11.8")
     with pytest.raises(selector.SelectError) as err:
         pick(tmp_path / "2", ["cu130-sm90", "cu130-sm86-89-120"], old)
@@ -398,7 +398,7 @@ def test_cuda12_suggestions_agree_with_the_compat_tables() -> None:
     for cc, cuda in selector.CUDA12_BLACKWELL.items():
         assert ARCH_SUPPORT[cc].first == cuda and min_driver(cuda, "size").cuda == (12, 4)
     assert min_driver(selector.CUDA12_TOOLKIT, None) == DRIVER_TABLE[1]  # 12.0's driver: any 12.x runs it
-    assert selector.CUDA13_FLOOR == arch_floor((13, 0)) and selector.CUDA12_FLOOR == arch_floor((12, 0))
+    assert arch_floor((13, 0)) == selector.CUDA13_FLOOR and arch_floor((12, 0)) == selector.CUDA12_FLOOR
     assert [n for n, s in ARCH_SUPPORT.items() if supports(s, (13, 0)) and not supports(s, (12, 9))] == \
         list(selector.CUDA13_ONLY)
 
