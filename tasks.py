@@ -25,7 +25,7 @@ def _run(args: list[str]) -> None:
     "json": "print the report as JSON",
     "arch_set": "arch set to judge: a configured name, 'auto', or a list like 86;89",
     "archs": "the same as --arch-set (the build's other spelling)",
-    "cuda": "toolkit to judge: auto | system | pypi:13.0",
+    "cuda": "toolkit to judge: auto | system | system:12.4 | pypi:13.0",
 })
 def doctor(c: Context, json: bool = False, arch_set: str | None = None, archs: str | None = None,
            cuda: str | None = None) -> None:
