@@ -200,7 +200,9 @@ def diagnose(options: Options, facts: Facts, *, arch_spec: str | None, cuda: str
         else:
             level, why = driver_verdict(driver_cuda, choice.version)
             v.append(Verdict(level, "driver", f"driver {facts.driver}: {why}",  # type: ignore[arg-type]
-                             "" if level == "ok" else driver_fix(driver_cuda)))
+                             "" if level == "ok" else driver_fix(driver_cuda) if level == "fail" else
+                             "give every GPU native code (this driver cannot JIT the toolkit's PTX), or update the "
+                             "NVIDIA driver"))
         if facts.gpus and arch_set is not None:
             from llama_wheels.coverage import coverage_verdict
             for g in facts.gpus:

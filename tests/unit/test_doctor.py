@@ -161,6 +161,7 @@ def test_system_version_picks_cuda12_next_to_cuda13(options, fixture_text) -> No
     assert d.arch_set is not None and d.arch_set.cmake() == "80-real;80-virtual"
     (drv,) = [v for v in d.verdicts if v.topic == "driver"]  # a 12.2 driver runs a 12.4 wheel (minor-version compat)
     assert drv.level == "warn" and "runs by minor-version compatibility" in drv.message
+    assert drv.fix.startswith("give every GPU native code")
 
 
 def test_system_version_not_installed_names_what_is(options, fixture_text) -> None:
