@@ -25,7 +25,7 @@ def _run(args: list[str]) -> None:
     "json": "print the report as JSON",
     "arch_set": "arch set to judge: a configured name, 'auto', or a list like 86;89",
     "archs": "the same as --arch-set (the build's other spelling)",
-    "cuda": "toolkit to judge: auto | system | pypi:13.0",
+    "cuda": "toolkit to judge: auto | system | system:12.4 | pypi:13.0",
 })
 def doctor(c: Context, json: bool = False, arch_set: str | None = None, archs: str | None = None,
            cuda: str | None = None) -> None:
@@ -104,12 +104,14 @@ def farm_server(c: Context, scheduler: str, public_addr: str, name: str = "serve
     "install": "run the pip command instead of printing it",
     "index_only": "--index-url instead of --extra-index-url (nothing from PyPI)",
     "json": "print the choice as JSON",
+    "allow_cpu": "take the CPU flavour when no GPU flavour runs here (else an error naming the flavour to build)",
 })
 def select_flavour(c: Context, index: str = "", gpus: str = "", driver_cuda: str = "", install: bool = False,
-                   index_only: bool = False, json: bool = False) -> None:
+                   index_only: bool = False, json: bool = False, allow_cpu: bool = False) -> None:
     """Pick the flavour for this machine's GPUs and driver; print the exact pip command, one line per GPU."""
     args = ["select"] + (["--index", index] if index else []) + (["--gpus", gpus] if gpus else [])
     args += (["--driver-cuda", driver_cuda] if driver_cuda else []) + (["--install"] if install else [])
+    args += ["--allow-cpu"] if allow_cpu else []
     _run(args + (["--index-only"] if index_only else []) + (["--json"] if json else []))
 
 

@@ -90,13 +90,27 @@ class ArchSet:
 
     @property
     def token(self) -> str:
-        """Short id for flavour names: ``sm90``, ``sm86-89-120``, ``sm90-ptx89``."""
-        sass = sorted({a.number for a in self.archs if a.has_sass})
-        ptx_only = sorted({a.number for a in self.archs if a.kind == "virtual"} - set(sass))
-        tok = "sm" + "-".join(str(n) for n in sass) if sass else ""
-        if ptx_only and (not sass or max(ptx_only) > max(sass)):
-            tok += ("-" if tok else "") + "ptx" + "-".join(str(n) for n in ptx_only)
+        """Short id for flavour names: what is compiled, and nothing else.
+
+        ``sm`` + the SASS archs, with their ``a``/``f`` suffix (``sm90a``; 120/121 are always built as
+        120a/121a, see :data:`LLAMA_CPP_REWRITES_TO_A`, so their ``a`` is not written: ``sm120``). The PTX
+        is not written when it is what ``ptx = 'highest'`` gives (the highest portable SASS arch, as in
+        ``sm90``, ``sm86-89-120``); otherwise ``-noptx`` (none at all) or ``-ptx`` + the PTX archs
+        (``sm86-89-ptx90``, ``ptx89``). Distinct arch sets give distinct tokens."""
+        sass = sorted({(a.number, a.feature) for a in self.archs if a.has_sass})
+        ptx = sorted({(a.number, a.feature) for a in self.archs if a.has_ptx})
+        portable = [n for n, f in sass if f == ""]
+        expected = [(max(portable), "")] if portable else []
+        tok = "sm" + "-".join(_token_name(n, f) for n, f in sass) if sass else ""
+        if ptx != expected:
+            tail = "ptx" + "-".join(_token_name(n, f) for n, f in ptx) if ptx else "noptx"
+            tok += ("-" if tok else "") + tail
         return tok
+
+
+def _token_name(number: int, feature: str) -> str:
+    """``90a`` -> "90a"; ``120a`` -> "120" (llama.cpp builds no other 120, so the suffix says nothing)."""
+    return str(number) if feature == "a" and number in LLAMA_CPP_REWRITES_TO_A else f"{number}{feature}"
 
 
 def parse_arch(token: str) -> list[Arch]:

@@ -33,7 +33,8 @@ def add_build_args(p: argparse.ArgumentParser, *, repeatable: bool = True) -> No
                         f"or a list like \"86;89;120\"{more}. CMAKE_CUDA_ARCHITECTURES in CMAKE_ARGS is "
                         "used when this is not given")
     p.add_argument("--cuda", type=non_empty,
-                   help="the toolkit: auto (a complete system one, else PyPI), system, or pypi:13.0")
+                   help="the toolkit: auto (a complete system one, else PyPI), system (the newest complete one), "
+                        "system:12.4 (that version), or pypi:13.0")
 
 
 def one_arch_spec(args: argparse.Namespace, what: str) -> str | None:

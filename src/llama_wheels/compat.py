@@ -27,6 +27,10 @@ def parse_version(text: str) -> CudaVersion:
 # ("86 needs 11.1, 89/90 need 11.8, 120 needs 12.8"), and NVIDIA's "Navigating GPU architecture
 # support" blog: CUDA 12.0 dropped Kepler (sm_3x), CUDA 13.0 dropped < sm_75 and renamed sm_101 to sm_110.
 # The guide's table said sm_120 works from CUDA 12.5: wrong, it needs 12.8.
+# Measured: `nvcc --list-gpu-arch` of 12.4.131 (50-90) and 13.0.88 (75, 80, 86-90, 100, 103, 110, 120, 121),
+# kept in tests/fixtures/tools/nvcc-*-list-gpu-arch.txt; tests/unit/test_compat.py checks this table against them.
+# The rows a fleet meets, with their first toolkit: 75 T4 (10.0), 80 A100/A30 (11.0), 86 (11.1), 89 (11.8),
+# 90 (11.8), 100 (12.8), 120 (12.8); CUDA 13 builds nothing below 75.
 @dataclass(frozen=True)
 class ArchSupport:
     first: CudaVersion  # first toolkit that compiles it
@@ -45,14 +49,14 @@ ARCH_SUPPORT: dict[int, ArchSupport] = {
     62: ArchSupport((8, 0), (13, 0), "Jetson TX2"),
     70: ArchSupport((9, 0), (13, 0), "Volta (V100)"),
     72: ArchSupport((10, 0), (13, 0), "Jetson Xavier"),
-    75: ArchSupport((10, 0), None, "Turing (RTX 20xx, T4)"),
-    80: ArchSupport((11, 0), None, "Ampere (A100)"),
-    86: ArchSupport((11, 1), None, "Ampere (RTX 30xx, A10)"),
+    75: ArchSupport((10, 0), None, "Turing (T4, RTX 20xx)"),
+    80: ArchSupport((11, 0), None, "Ampere (A100, A30)"),
+    86: ArchSupport((11, 1), None, "Ampere (RTX 30xx, A10, A40)"),
     87: ArchSupport((11, 4), None, "Jetson Orin"),
     88: ArchSupport((13, 0), None, "Thor-class (CUDA 13)"),
     89: ArchSupport((11, 8), None, "Ada (RTX 40xx, L4, L40)"),
     90: ArchSupport((11, 8), None, "Hopper (H100, H200)"),
-    100: ArchSupport((12, 8), None, "Blackwell (B200)"),
+    100: ArchSupport((12, 8), None, "Blackwell (B200, GB200)"),
     101: ArchSupport((12, 8), (13, 0), "Thor (renamed sm_110 in CUDA 13)"),
     103: ArchSupport((12, 9), None, "Blackwell (B300)"),
     110: ArchSupport((13, 0), None, "Thor"),
@@ -190,12 +194,16 @@ LLAMA_CPP_COMPRESSION = ("size", (12, 8))  # (default mode, first toolkit that g
 
 
 def compression_mode(cuda: CudaVersion, cmake_args: list[str]) -> str | None:
-    """The -compress-mode a llama.cpp CUDA build used: from GGML_CUDA_COMPRESSION_MODE, else the default."""
+    """The -compress-mode a llama.cpp CUDA build used: from GGML_CUDA_COMPRESSION_MODE, else the default.
+    None before CUDA 12.8, whatever the flag says: llama.cpp passes -compress-mode only from 12.8 on (our plan
+    sets GGML_CUDA_COMPRESSION_MODE on every CUDA build, so a cu124 wheel would otherwise claim a 12.4-driver floor)."""
+    mode, since = LLAMA_CPP_COMPRESSION
+    if cuda < since:
+        return None
     for arg in cmake_args:
         if arg.startswith("-DGGML_CUDA_COMPRESSION_MODE="):
             return arg.split("=", 1)[1] or None
-    mode, since = LLAMA_CPP_COMPRESSION
-    return mode if cuda >= since else None
+    return mode
 
 
 def min_driver(runtime: CudaVersion, compress_mode: str | None) -> DriverRow | None:

@@ -49,7 +49,11 @@ DEFAULTS: dict[str, Any] = {
     "wheelhouse": "wheelhouse",
     "prefetch-dir": ".prefetch",
     "cmake-args": [],
-    "arch-sets": {"universal": "86;89;120", "ampere": "86", "ada": "89", "hopper": "90", "blackwell": "120"},
+    # Named arch sets. A project's [tool.llama-wheels.arch-sets] adds to these (a same name replaces that
+    # one set); replace-default-arch-sets = true keeps only the project's. What each runs on: the README.
+    "arch-sets": {"universal": "86;89;120", "ampere": "86", "ada": "89", "hopper": "90", "blackwell": "120",
+                  "turing": "75", "ampere-dc": "80"},
+    "replace-default-arch-sets": False,
     "variants": {"default": {"extras": []}, "server": {"extras": ["server"]}},
     # The compiler cache: a local dir per runner, optionally a remote shared by a fleet.
     "cache": {"backend": "ccache", "local-dir": "", "size": "10G", "remote": "", "read-only": False,
@@ -65,7 +69,7 @@ ENV_NON_OPTIONS = frozenset({"LLAMA_WHEELS_DEBUG", "LLAMA_WHEELS_ROOT", "LLAMA_W
                              # build farm secrets: read from the environment only, never from a file of ours
                              "LLAMA_WHEELS_DIST_TOKEN", "LLAMA_WHEELS_DIST_SERVER_TOKEN"})
 VARIANT_KEYS = frozenset({"extras", "cmake-args", "ggml"})
-_CUDA_RE = re.compile(r"^(auto|system|pypi:\d+\.\d+)$")
+_CUDA_RE = re.compile(r"^(auto|system|system:\d+\.\d+|pypi:\d+\.\d+)$")
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,18 @@ def _check_table(table: Mapping[str, Any], where: str) -> None:
     check_ggml(table.get("ggml", {}), where)
 
 
+def check_default_set(name: str, arch_sets: Mapping[str, str], ptx: str, where: str) -> None:
+    """``default-arch-set`` names a configured set, or is itself an arch list ("86;89"); else one line
+    that names the key and both fixes."""
+    if re.search(r"\d", name):
+        parse_arch_set(name, ptx=ptx)  # a literal list ("86;89"): its own errors name the bad arch
+        return
+    close = difflib.get_close_matches(name, list(arch_sets), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise ConfigError(f"default-arch-set = '{name}' ({where}) is not among arch-sets ({', '.join(arch_sets)})",
+                      f"{hint}set default-arch-set to one of them, or add {name} to [{TABLE}.arch-sets]")
+
+
 def check_ggml(table: Mapping[str, Any], where: str) -> dict[str, bool | str]:
     from llama_wheels.policy import check_table
 
@@ -315,6 +331,7 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
     root = root.resolve()  # every derived path is absolute (ccache rejects a relative CCACHE_BASEDIR)
     merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
     origin: dict[str, str] = {}
+    own_sets: dict[str, Any] = {}  # the arch sets the project names itself (pyproject, env, CLI)
     table = load_pyproject(root)
     _check_table(table, "pyproject.toml")
     for layer_name, layer in (("pyproject", table), ("env", env_values(env)), ("cli", dict(cli or {}))):
@@ -323,8 +340,10 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
                 continue
             if key not in DEFAULTS:
                 raise ConfigError(f"unknown option '{key}' ({layer_name})", _did_you_mean(key, list(DEFAULTS)))
-            if key in ("cache", "ggml"):  # merged key by key: env/CLI may set only the remote, say
+            if key in ("cache", "ggml", "arch-sets"):  # merged key by key: env/CLI may set only the remote, say
                 merged[key] = {**merged[key], **{k: v for k, v in value.items() if v is not None}}
+                if key == "arch-sets":
+                    own_sets.update(value)
             else:
                 merged[key] = value
             origin[key] = layer_name
@@ -346,17 +365,25 @@ def resolve(root: Path, env: Mapping[str, str], cli: Mapping[str, Any] | None = 
                           f"use {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer, e.g. 3.11 (the wheel serves every Python 3)")
     if not _CUDA_RE.match(str(merged["cuda"])):
         raise ConfigError(f"cuda = '{merged['cuda']}' is not valid",
-                          "use auto, system or pypi:<major.minor>, e.g. pypi:13.0")
+                          "use auto, system, system:<major.minor> (e.g. system:12.4) or pypi:<major.minor>, "
+                          "e.g. pypi:13.0")
     if merged["cuda-runtime"] not in ("pip", "system", "bundle"):
         raise ConfigError(f"cuda-runtime = '{merged['cuda-runtime']}' is not valid", "use pip, system or bundle")
-    arch_sets = {str(k): str(v) for k, v in merged["arch-sets"].items()}
+    replace_sets = merged["replace-default-arch-sets"]
+    if isinstance(replace_sets, str):  # from LLAMA_WHEELS_REPLACE_DEFAULT_ARCH_SETS
+        replace_sets = replace_sets.strip().lower() in ("1", "true", "yes")
+    if replace_sets and not own_sets:
+        raise ConfigError("replace-default-arch-sets = true, but no arch set is configured",
+                          f"add [{TABLE}.arch-sets] with at least one set, e.g. turing = \"75\", "
+                          "or drop replace-default-arch-sets")
+    arch_sets = {str(k): str(v) for k, v in (own_sets if replace_sets else merged["arch-sets"]).items()}
     if "auto" in arch_sets:
         raise ConfigError("an arch set may not be named 'auto'", "auto means 'the GPUs present'; rename yours")
     for name, spec in arch_sets.items():
         parse_arch_set(spec, ptx=str(merged["ptx"]), source=name)  # validates each set now, not mid-build
     default_set = str(merged["default-arch-set"])
     if default_set not in arch_sets:
-        parse_arch_set(default_set, arch_sets, ptx=str(merged["ptx"]))  # a literal list is fine too
+        check_default_set(default_set, arch_sets, str(merged["ptx"]), origin.get("default-arch-set", "default"))
     variants = tuple(
         Variant(name, tuple(body.get("extras", ())), tuple(body.get("cmake-args", ())),
                 MappingProxyType(check_ggml(body.get("ggml", {}), f"variant {name}")))

@@ -12,7 +12,7 @@ from typing import Literal
 
 from llama_wheels.archs import Arch as _Arch
 from llama_wheels.archs import ArchSet, check_toolkit, finish, parse_arch_set
-from llama_wheels.compat import CudaVersion, driver_verdict, highest_cuda_for_driver, host_limits, vstr
+from llama_wheels.compat import CudaVersion, driver_verdict, highest_cuda_for_driver, host_limits, parse_version, vstr
 from llama_wheels.config import Options
 from llama_wheels.detect import Facts, ToolkitChoice
 from llama_wheels.errors import ConfigError, PreflightError
@@ -62,6 +62,15 @@ def resolve_arch_set(spec: str | None, options: Options, facts: Facts, source: s
 def choose_toolkit(cuda: str, facts: Facts) -> ToolkitChoice:
     """``system``: a complete local toolkit. ``pypi:X.Y``: NVIDIA's wheels. ``auto``: system if complete."""
     complete = [t for t in facts.toolkits if t.complete and t.found_via != "pypi"]
+    if cuda.startswith("system:"):  # one version of several installed, e.g. CUDA 12.4 next to 13.0
+        want = parse_version(cuda.split(":", 1)[1])
+        same = [t for t in complete if t.version == want]
+        if same:
+            tk = same[0]
+            return ToolkitChoice("system", tk.version, tk, f"system toolkit {tk.full_version} at {tk.root}")
+        found = ", ".join(f"{t.full_version} at {t.root}" for t in complete) or "none"
+        return ToolkitChoice("none", None, None,
+                             f"no complete system CUDA {vstr(want)} toolkit (complete ones: {found})")
     if cuda == "system":
         if complete:
             tk = max(complete, key=lambda t: t.version)
@@ -82,6 +91,15 @@ def choose_toolkit(cuda: str, facts: Facts) -> ToolkitChoice:
     cached = [t for t in facts.toolkits if t.found_via == "pypi" and t.version == newest]
     return ToolkitChoice("pypi", newest, cached[0] if cached else None,
                          f"{why}, so NVIDIA's PyPI toolkit {vstr(newest)}")
+
+
+def driver_fix(driver_cuda: CudaVersion) -> str:
+    """What to do when this machine's driver cannot run the wheel being built."""
+    if driver_cuda >= (12, 0):
+        return (f"update the NVIDIA driver (>= 580.65.06 for CUDA 13), or build a CUDA 12 flavour for this "
+                f"driver (CUDA {vstr(driver_cuda)}): --cuda system:12.4 with that toolkit installed "
+                "(README: Drivers older than 580)")
+    return "update the NVIDIA driver (>= 525.60.13 for CUDA 12, >= 580.65.06 for CUDA 13)"
 
 
 def windows_pypi_verdicts(facts: Facts, choice: ToolkitChoice) -> list[Verdict]:
@@ -151,7 +169,11 @@ def diagnose(options: Options, facts: Facts, *, arch_spec: str | None, cuda: str
         except ConfigError as exc:
             v.append(Verdict("fail", "arch set", exc.message, exc.remedy))
         choice = choose_toolkit(cuda or options.cuda, facts)
-        if choice.version is None:
+        if choice.version is None and (cuda or options.cuda).startswith("system:"):
+            v.append(Verdict("fail", "cuda toolkit", choice.why,
+                             "install that toolkit and put its bin/ on PATH or set CUDA_HOME to its root "
+                             "(README: Drivers older than 580)"))
+        elif choice.version is None:
             incomplete = [t for t in facts.toolkits if not t.complete]
             msg = (f"the nvcc at {incomplete[0].root} lacks {', '.join(incomplete[0].missing)}"
                    if incomplete else "no CUDA toolkit found")
@@ -178,7 +200,9 @@ def diagnose(options: Options, facts: Facts, *, arch_spec: str | None, cuda: str
         else:
             level, why = driver_verdict(driver_cuda, choice.version)
             v.append(Verdict(level, "driver", f"driver {facts.driver}: {why}",  # type: ignore[arg-type]
-                             "" if level == "ok" else "update the NVIDIA driver or build with an older CUDA"))
+                             "" if level == "ok" else driver_fix(driver_cuda) if level == "fail" else
+                             "give every GPU native code (this driver cannot JIT the toolkit's PTX), or update the "
+                             "NVIDIA driver"))
         if facts.gpus and arch_set is not None:
             from llama_wheels.coverage import coverage_verdict
             for g in facts.gpus:

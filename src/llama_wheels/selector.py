@@ -11,8 +11,11 @@ and nothing from llama_wheels (llama_wheels.coverage imports its code-runs-on-GP
 What it reads: the GPUs and driver (NVML through nvidia-ml-py when importable, else nvidia-smi,
 else no GPU) and ``flavours.json`` at the index root. What it prefers: native code (SASS) for every
 selected GPU, then PTX JIT (the first load JIT-compiles kernels: minutes), then the CPU flavour.
-A CUDA flavour needs a driver for its CUDA major (and the floor of its fatbin compression); among
-equals the smallest wheel wins. The served name has a hyphen so it can never shadow a module.
+A CUDA flavour needs a driver for its CUDA major (and the floor of its fatbin compression), so a
+driver older than 580 gets a CUDA 12 flavour (cu124, cu128) where the index has one; among equals
+the newest CUDA the driver runs wins, then the smallest wheel. A machine with an NVIDIA GPU never
+gets the CPU flavour silently: that is an error naming the flavour that would serve it, unless
+``--allow-cpu``. The served name has a hyphen so it can never shadow a module.
 """
 
 from __future__ import annotations
@@ -405,24 +408,85 @@ def unused(gpu: Gpu, cands: Sequence[Candidate]) -> str:
     return "; ".join(f"{', '.join(f)}: {t}" for t, f in groups.items()) or "no CUDA flavour in the catalogue"
 
 
+# What would serve a GPU that no flavour serves (the selector cannot import llama_wheels.compat; a unit test
+# checks these against compat.ARCH_SUPPORT and compat.min_driver).
+CUDA12_TOOLKIT = (12, 4)  # the CUDA 12 we suggest: runs on every 12.x driver (>= 525.60.13), no fatbin compression
+#: Blackwell needs a newer CUDA 12, whose compressed fatbins need a 12.4 driver.
+CUDA12_BLACKWELL: Dict[int, Version] = {100: (12, 8), 101: (12, 8), 103: (12, 9), 120: (12, 8), 121: (12, 9)}
+CUDA13_FLOOR = 75  # CUDA 13 builds nothing older: those GPUs need a CUDA 12 flavour, whatever the driver
+CUDA13_ONLY = (88, 110)  # no CUDA 12 builds these
+CUDA12_FLOOR = 50  # no CUDA 12 builds Kepler
+
+
+def serving_flavour(gpu: Gpu, machine: Machine) -> Tuple[str, str]:
+    """(flavour name, how to get it) of a build that would run natively on ``gpu`` with this driver;
+    ("", what to do) when no toolkit we build with can serve it."""
+    driver = machine.driver_cuda
+    new_driver = driver is None or driver >= (13, 0)
+    if gpu.cc < CUDA12_FLOOR:
+        return "", f"sm_{gpu.cc} is built by no CUDA 12 or 13 toolkit (CUDA 11.8 was the last): use the cpu flavour"
+    if new_driver and gpu.cc >= CUDA13_FLOOR:
+        return f"cu130-sm{gpu.cc}", f"build it with --archs {gpu.cc} (CUDA 13, the default toolkit)"
+    if gpu.cc in CUDA13_ONLY:
+        return "", f"sm_{gpu.cc} needs a CUDA 13 flavour: update the NVIDIA driver to >= 580.65.06"
+    cuda = CUDA12_BLACKWELL.get(gpu.cc, CUDA12_TOOLKIT)
+    if driver is not None and (driver < (12, 0) or (cuda > CUDA12_TOOLKIT and driver < (12, 4))):
+        return "", (f"this driver (CUDA {driver[0]}.{driver[1]}) is too old for any flavour we build; "
+                    "update the NVIDIA driver (>= 525.60.13 for CUDA 12, >= 580.65.06 for CUDA 13)")
+    how = (f"build it with --archs {gpu.cc} --cuda system:{cuda[0]}.{cuda[1]} and that toolkit installed "
+           "(README: Drivers older than 580)")
+    if not new_driver and gpu.cc >= CUDA13_FLOOR:
+        how += ", or update the driver to >= 580 for the CUDA 13 flavours"
+    return f"cu{cuda[0]}{cuda[1]}-sm{gpu.cc}", how
+
+
+def refuse_cpu(machine: Machine, cands: Sequence[Candidate]) -> SelectError:
+    """The CPU flavour would be chosen on a machine with NVIDIA GPUs: say why, and which flavour would serve."""
+    cuda = [c for c in cands if c.entry.get("cuda")]
+    why = "; ".join(f"{g.describe()}: {unused(g, cuda)}" for g in machine.gpus)
+    return SelectError(f"no GPU flavour in the catalogue runs here, only the CPU one: {why}",
+                       serving_flavours(machine) + "; or pass --allow-cpu to install the cpu flavour", 4)
+
+
+def serving_flavours(machine: Machine) -> str:
+    """One clause per GPU: the flavour that would serve it and how to build it."""
+    wants = []
+    for g in machine.gpus:
+        name, how = serving_flavour(g, machine)
+        wants.append(f"{name} would serve {g.describe()}: {how}" if name else how)
+    return "; ".join(dict.fromkeys(wants))
+
+
+def cuda_rank(c: Candidate) -> Tuple[int, int]:
+    """Newer CUDA first (negated for sorting): a 580 driver gets cu130, not the cu12 build of the same archs."""
+    v = parse_cuda(str(c.entry.get("cuda") or "0"))
+    return -v[0], -v[1]
+
+
 def choose(catalogue: Dict[str, Any], machine: Machine, *, base_url: str,
-           fits: Callable[[Dict[str, Any]], bool] | None = None) -> Choice:
-    """The best flavour for ``machine``: native > PTX JIT > CPU, driver permitting; then smallest."""
+           fits: Callable[[Dict[str, Any]], bool] | None = None, allow_cpu: bool = False) -> Choice:
+    """The best flavour for ``machine``: native > PTX JIT > CPU, driver permitting; then the newest CUDA,
+    then the smallest. The CPU flavour on a machine with GPUs only with ``allow_cpu`` (else SelectError)."""
     tags = this_platform()
     fit = fits or (lambda w: wheel_fits(w, machine_tags=tags))
     cands = [judge(name, entry, machine, fit) for name, entry in sorted(catalogue["flavours"].items())]
-    ok = sorted((c for c in cands if c.tier < 9), key=lambda c: (c.tier, c.size, c.flavour))
+    ok = sorted((c for c in cands if c.tier < 9), key=lambda c: (c.tier, cuda_rank(c), c.size, c.flavour))
+    if ok and ok[0].tier == 2 and machine.gpus and not allow_cpu:
+        raise refuse_cpu(machine, cands)
     if not ok:
         reasons = "; ".join(w for c in cands for w in c.why[:1]) or "the catalogue is empty"
         drivers = [driver_problem(c.entry, machine) for c in cands if c.entry.get("cuda")]
         remedy = ("update the NVIDIA driver" if any(drivers) else
                   "ask for a flavour with code for these GPUs, or a cpu flavour")
+        if machine.gpus:
+            remedy = serving_flavours(machine)
         raise SelectError(f"no flavour in the catalogue runs here: {reasons}", remedy, 4)
     best = ok[0]
     lines = list(best.why)
     if best.tier == 2 and machine.gpus:
         lines = [f"{g.describe()}: not used, {unused(g, [c for c in cands if c.entry.get('cuda')])}"
                  for g in machine.gpus]
+        lines.append("warning: the CPU flavour on a machine with NVIDIA GPUs (--allow-cpu)")
     if not machine.gpus:
         lines = [f"no NVIDIA GPU ({machine.source}): {best.flavour} runs on the CPU"]
     if best.tier < 2 and machine.driver_cuda is None and not machine.driver:
@@ -456,6 +520,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index-only", action="store_true",
                    help="--index-url instead of --extra-index-url: nothing from PyPI (air-gapped machines)")
     p.add_argument("--install", action="store_true", help="run the pip command instead of printing it")
+    p.add_argument("--allow-cpu", action="store_true",
+                   help="take the CPU flavour when no GPU flavour runs here (without it, that is an error)")
     p.add_argument("--json", action="store_true", help="print the choice as JSON")
 
 
@@ -475,7 +541,7 @@ def run(args: argparse.Namespace, *, runner: Runner, install: Callable[[List[str
     url = catalogue_url(index)
     detected = detect(runner, nvml=nvml) if args.gpus is None or args.driver_cuda is None else Machine(())
     machine = override(detected, args.gpus, args.driver_cuda)
-    choice = choose(fetch_catalogue(url), machine, base_url=url)
+    choice = choose(fetch_catalogue(url), machine, base_url=url, allow_cpu=bool(getattr(args, "allow_cpu", False)))
     cmd = pip_command(choice, python=sys.executable, extras=args.extra, index_only=args.index_only)
     if args.json:
         out(json.dumps({"flavour": choice.flavour, "version": choice.version, "index_url": choice.index_url,

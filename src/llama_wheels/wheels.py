@@ -35,6 +35,14 @@ PKG = "llama_cpp"
 #: Libraries the CUDA runtime wheels provide, and where they install relative to llama_cpp/lib/.
 PIP_RUNPATH = ("$ORIGIN", "$ORIGIN/../../nvidia/cu{major}/lib", "$ORIGIN/../../nvidia/cuda_runtime/lib",
                "$ORIGIN/../../nvidia/cublas/lib")
+def runtime_requirements(cuda_major: int) -> list[str]:
+    """NVIDIA's runtime wheels for ``--cuda-runtime pip``. Their PyPI names carry ``-cu12`` for CUDA 12
+    (nvidia-cuda-runtime-cu12, nvidia-cublas-cu12: site-packages/nvidia/{cuda_runtime,cublas}/lib) and none
+    from CUDA 13 on (nvidia/cu13/lib); the unsuffixed names have no 12.x release."""
+    suffix = f"-cu{cuda_major}" if cuda_major < 13 else ""
+    return [f"nvidia-cuda-runtime{suffix}~={cuda_major}.0", f"nvidia-cublas{suffix}~={cuda_major}.0"]
+
+
 #: Never bundled: the driver is the machine's, not the wheel's.
 DRIVER_LIBS = ("libcuda.so", "nvcuda.dll")
 
@@ -202,7 +210,7 @@ def apply_runtime(root: Path, mode: str, cuda_major: int, *, toolkit_lib: Path |
         entries = [p.format(major=cuda_major) for p in PIP_RUNPATH] + ([PIP_NCCL_RUNPATH] if nccl_lib else [])
         for f in cuda_libs:
             patch(f, runpath=":".join(entries))
-        reqs = [f"nvidia-cuda-runtime~={cuda_major}.0", f"nvidia-cublas~={cuda_major}.0"]
+        reqs = runtime_requirements(cuda_major)
         reqs += [nccl_requirement(cuda_major)] if nccl_lib else []
         add_requires(root, reqs)
         return reqs
@@ -225,7 +233,7 @@ def _apply_runtime_windows(root: Path, mode: str, cuda_major: int) -> list[str]:
     if mode != "pip":
         return []
     windows.add_dll_hook(root, PKG, cuda_major)
-    reqs = [f"nvidia-cuda-runtime~={cuda_major}.0", f"nvidia-cublas~={cuda_major}.0"]
+    reqs = runtime_requirements(cuda_major)
     add_requires(root, reqs)
     return reqs
 

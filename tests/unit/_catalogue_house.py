@@ -27,6 +27,15 @@ FLAVOURS: dict[str, tuple[str, int, dict[str, Any]]] = {
     "cu130-sm86-90": ("cu130.sm86.90", 60_000, {
         "cuda": "13.0", "archs": "86-real;90-real;90-virtual",
         "embedded": ["compute_90", "sm_86", "sm_90"], "cuda_runtime": "pip"}),
+    # CUDA 12 flavours (README "Drivers older than 580"): 12.4 has no fatbin compression (any 12.x driver);
+    # 12.8 compresses by default, so its floor is the 12.4 driver (compat.COMPRESS_MODE_MIN_CUDA).
+    "cu124-sm80": ("cu124.sm80", 30_000, {
+        "cuda": "12.4", "archs": "80-real;80-virtual", "embedded": ["compute_80", "sm_80"], "cuda_runtime": "pip"}),
+    "cu124-sm75": ("cu124.sm75", 28_000, {
+        "cuda": "12.4", "archs": "75-real;75-virtual", "embedded": ["compute_75", "sm_75"], "cuda_runtime": "pip"}),
+    "cu128-sm86-89-120": ("cu128.sm86.89.120", 70_000, {
+        "cuda": "12.8", "archs": "86-real;89-real;89-virtual;120a-real",
+        "embedded": ["compute_89", "sm_120a", "sm_86", "sm_89"], "cuda_runtime": "pip"}),
 }
 
 

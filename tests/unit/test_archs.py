@@ -105,3 +105,47 @@ def test_every_arch_row(number: int) -> None:
 def test_cuda13_floor_is_75() -> None:
     assert arch_floor((13, 0)) == 75
     assert arch_floor((12, 4)) == 50
+
+
+# --- labels: every difference in what is compiled shows in the token (issue #26, item 4) -----------------
+
+
+@pytest.mark.parametrize(("spec", "token"), [
+    ("86;89;120", "sm86-89-120"),  # universal: published as cu130-sm86-89-120, unchanged
+    ("90", "sm90"), ("86", "sm86"), ("89", "sm89"), ("120", "sm120"),  # hopper, ampere, ada, blackwell
+    ("75", "sm75"), ("80", "sm80"),  # turing, ampere-dc
+    ("90a", "sm90a"),  # arch-specific SASS, and no PTX: `a` code has no portable PTX
+    ("90-real", "sm90"),  # ptx = 'highest' adds 90-virtual to it: the same code as 90
+    ("90a;90", "sm90-90a"),
+    ("100f", "sm100f"),
+    ("86-real;89-real;90-virtual", "sm86-89-ptx90"),  # kept from before: PTX above the SASS
+    ("compute_89", "ptx89"),
+    ("86;89-real", "sm86-89"),
+    ("86-real;89;compute_86", "sm86-89-ptx86"),  # an explicit PTX turns the policy off: no 89 PTX
+    ("120;compute_120", "sm120-ptx120"),  # llama.cpp makes both 120a
+])
+def test_token_says_what_is_compiled(spec: str, token: str) -> None:
+    assert parse_arch_set(spec).token == token
+
+
+def test_missing_ptx_shows() -> None:
+    assert parse_arch_set("90", ptx="none").token == "sm90-noptx"
+    assert parse_arch_set("86;89;120", ptx="none").token == "sm86-89-120-noptx"
+    assert parse_arch_set("120", ptx="none").token == "sm120"  # 120a has no portable PTX either way
+
+
+SPECS = ["86;89;120", "90", "90a", "90-real", "90a;90", "90-virtual", "90a-virtual", "90;compute_80", "100", "100f",
+         "100f-real", "100a", "120", "120f", "121", "121f", "86;89", "86-real;89-real", "86;89-real", "86-real;89",
+         "86-real;89-real;90-virtual", "compute_89", "75", "75;80", "80;86", "80-real;86", "86-real;compute_75",
+         "86;compute_86;compute_75", "89;90", "89-real;90-real", "89-real;90"]
+
+
+def test_distinct_arch_lists_give_distinct_tokens() -> None:
+    """Two specs compile different code exactly when their tokens differ: no two builds share a filename."""
+    by_code: dict[str, str] = {}
+    for ptx in ("highest", "none"):
+        for spec in SPECS:
+            s = parse_arch_set(spec, ptx=ptx)
+            by_code.setdefault(s.cmake(), s.token)
+    assert len(set(by_code.values())) == len(by_code), by_code
+    assert parse_arch_set("90-real;90-virtual", ptx="none").token == parse_arch_set("90").token  # same code

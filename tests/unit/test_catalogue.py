@@ -105,6 +105,19 @@ def test_driver_floor_is_the_cuda_major_raised_to_the_compression_floor() -> Non
     assert min_driver((14, 0), None) is None
 
 
+def test_a_cuda_12_4_build_is_not_compressed_whatever_our_flag_says(tmp_path: Path) -> None:
+    """Our plan passes -DGGML_CUDA_COMPRESSION_MODE=size on every CUDA build; llama.cpp only uses it from 12.8 on,
+    so a cu124 wheel runs on every CUDA 12 driver (525.60.13) and a cu128 one needs the 12.4 driver (550.54.14)."""
+    args = ["-DGGML_CUDA=on", "-DGGML_CUDA_COMPRESSION_MODE=size"]
+    assert compression_mode((12, 4), args) is None and compression_mode((12, 8), args) == "size"
+    entry = catalogue.flavour_entry("cu124-sm80", [], {"cuda": "12.4", "archs": "80", "embedded": ["sm_80"],
+                                                       "cmake_args": args, "cuda_runtime": "pip"}, None)
+    assert entry["min_driver"] == {"cuda": "12.0", "linux": "525.60.13", "windows": "527.41"}
+    entry = catalogue.flavour_entry("cu128-sm80", [], {"cuda": "12.8", "archs": "80", "embedded": ["sm_80"],
+                                                       "cmake_args": args, "cuda_runtime": "pip"}, None)
+    assert entry["min_driver"] == {"cuda": "12.4", "linux": "550.54.14", "windows": "551.61"}
+
+
 def test_variant_properties_follow_the_measured_code() -> None:
     from llama_wheels.variants import properties
 

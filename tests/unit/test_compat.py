@@ -52,3 +52,28 @@ def test_driver_verdicts() -> None:
     assert driver_verdict((12, 4), (12, 8))[0] == "warn"
     level, why = driver_verdict((12, 9), (13, 0))
     assert level == "fail" and "CUDA >= 13.0" in why
+
+
+# --- compute capability -> first toolkit (issue #26: the cards runners have) ------------------------------
+
+
+@pytest.mark.parametrize(("cuda", "fixture"), [((12, 4), "nvcc-12.4-list-gpu-arch.txt"),
+                                                ((13, 0), "nvcc-13.0-list-gpu-arch.txt")])
+def test_arch_table_agrees_with_nvcc(fixture_text, cuda: tuple[int, int], fixture: str) -> None:
+    """What `nvcc --list-gpu-arch` of that toolkit printed is exactly what the table says it compiles."""
+    from llama_wheels.compat import ARCH_SUPPORT, supports
+
+    listed = {int(line.strip().removeprefix("compute_")) for line in fixture_text(fixture).split()}
+    assert listed == {n for n, s in ARCH_SUPPORT.items() if supports(s, cuda)}
+
+
+@pytest.mark.parametrize(("cc", "first", "gpu"), [
+    (75, (10, 0), "T4"), (80, (11, 0), "A100"), (86, (11, 1), "A10"), (89, (11, 8), "L4"), (90, (11, 8), "H100"),
+    (100, (12, 8), "B200"), (120, (12, 8), "RTX 50xx"),
+])
+def test_fleet_rows_and_their_minimum_cuda(cc: int, first: tuple[int, int], gpu: str) -> None:
+    from llama_wheels.compat import ARCH_SUPPORT, arch_floor
+
+    row = ARCH_SUPPORT[cc]
+    assert row.first == first and row.last_exclusive is None and gpu in row.gpus
+    assert arch_floor((13, 0)) == 75  # CUDA 13 still builds the T4

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def test_describe_names_sources(options) -> None:
     ('[tool.llama-wheels.arch-sets]\nx = "banana"\n', {}, "banana"),
     ('[tool.llama-wheels.arch-sets]\nauto = "90"\n', {}, "may not be named 'auto'"),
     ('[tool.llama-wheels.variants.server]\nextra = ["server"]\n', {}, "did you mean 'extras'?"),
-    ('cuda = "12.4"\n', {}, "use auto, system or pypi"),
+    ('cuda = "12.4"\n', {}, "use auto, system, system:<major.minor> (e.g. system:12.4) or pypi"),
     ('cuda-runtime = "static"\n', {}, "pip, system or bundle"),
     ('python = "3"\n', {}, "major.minor"),
     ('sdist-sha256 = "abc"\n', {}, "not a sha256"),
@@ -195,3 +196,60 @@ def test_defaults_are_written_once() -> None:
 
     table = load_pyproject(Path(__file__).resolve().parents[2])
     assert {k: v for k, v in table.items() if DEFAULTS.get(k) == v} == {}
+
+
+# --- arch sets: a project's sets add to the defaults (issue #26, item 3) ---------------------------------
+
+
+def test_an_added_arch_set_keeps_the_defaults(options) -> None:
+    o = options('[tool.llama-wheels.arch-sets]\nsm75-only = "75"\n')
+    assert o.arch_sets["sm75-only"] == "75"
+    assert o.arch_sets["universal"] == "86;89;120" and o.default_arch_set == "universal"
+    assert o.origin["arch-sets"] == "pyproject"
+
+
+def test_a_same_named_arch_set_replaces_only_that_set(options) -> None:
+    o = options('[tool.llama-wheels.arch-sets]\nhopper = "90a"\n')
+    assert o.arch_sets["hopper"] == "90a" and o.arch_sets["ada"] == "89"
+
+
+def test_replacing_the_defaults_is_asked_for(options) -> None:
+    o = options('replace-default-arch-sets = true\ndefault-arch-set = "mine"\n'
+                '[tool.llama-wheels.arch-sets]\nmine = "75"\n')
+    assert dict(o.arch_sets) == {"mine": "75"}
+
+
+@pytest.mark.parametrize(("body", "line"), [
+    ('replace-default-arch-sets = true\n[tool.llama-wheels.arch-sets]\nmine = "75"\n',
+     "default-arch-set = 'universal' (default) is not among arch-sets (mine); set default-arch-set to one of them, "
+     "or add universal to [tool.llama-wheels.arch-sets]"),
+    ('default-arch-set = "hoper"\n',
+     "default-arch-set = 'hoper' (pyproject) is not among arch-sets (universal, ampere, ada, hopper, blackwell, "
+     "turing, ampere-dc); did you mean 'hopper'? set default-arch-set to one of them, or add hoper to "
+     "[tool.llama-wheels.arch-sets]"),
+    ("replace-default-arch-sets = true\n",
+     "replace-default-arch-sets = true, but no arch set is configured; add [tool.llama-wheels.arch-sets] with at "
+     "least one set, e.g. turing = \"75\", or drop replace-default-arch-sets"),
+    ('replace-default-arch-sets = "yes"\n', "[tool.llama-wheels] replace-default-arch-sets must be a bool, got str"),
+])
+def test_arch_set_errors_name_the_key_and_the_fix(options, body: str, line: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        options(body)
+    assert e.value.one_line().startswith(line)
+
+
+def test_a_literal_default_arch_list_still_works(options) -> None:
+    assert options('default-arch-set = "80;90"\n').default_arch_set == "80;90"
+    with pytest.raises(ConfigError, match="'85' is not a known compute capability"):
+        options('default-arch-set = "85"\n')
+
+
+def test_this_projects_commented_example_is_valid(tmp_path: Path) -> None:
+    """The commented [tool.llama-wheels] example in pyproject.toml, uncommented, resolves."""
+    text = (Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8")
+    block = text.split("[tool.llama-wheels]\n", 1)[1].split("\n[tool.", 1)[0]
+    example = "\n".join(ln[2:] for ln in block.splitlines() if re.match(r"# ([\w-]+ = |\[tool\.llama-wheels)", ln))
+    assert "arch-sets" in example
+    (tmp_path / "pyproject.toml").write_text("[tool.llama-wheels]\n" + example + "\n", encoding="utf-8")
+    o = resolve(tmp_path, {})
+    assert "universal" in o.arch_sets and len(o.arch_sets) > 7

@@ -147,3 +147,47 @@ def test_cmake_that_prints_no_version_is_a_failure_not_a_traceback(options, fixt
     f.tools["cmake"] = "3.20.6"
     (v,) = [v for v in diagnose(options(), f, arch_spec=None, cuda=None).verdicts if v.topic == "cmake"]
     assert v.level == "fail" and "older than 3.21" in v.message
+
+
+# --- drivers older than 580 and cards older than Ampere-86 (issue #26) -----------------------------------
+
+
+def test_system_version_picks_cuda12_next_to_cuda13(options, fixture_text) -> None:
+    f = facts(fixture_text, toolkits=("13.0", "12.4"), gpu=("nvidia-smi-a100-535.txt", "nvidia-smi-query-a100-535.csv"))
+    assert diagnose(options(), f, arch_spec="auto", cuda="system").toolkit.version == (13, 0)  # the newest
+    d = diagnose(options(), f, arch_spec="auto", cuda="system:12.4")
+    assert d.ok, render(f, d)
+    assert d.toolkit.version == (12, 4) and d.toolkit.why == "system toolkit 12.4.0 at /usr/local/cuda-12.4"
+    assert d.arch_set is not None and d.arch_set.cmake() == "80-real;80-virtual"
+    (drv,) = [v for v in d.verdicts if v.topic == "driver"]  # a 12.2 driver runs a 12.4 wheel (minor-version compat)
+    assert drv.level == "warn" and "runs by minor-version compatibility" in drv.message
+    assert drv.fix.startswith("give every GPU native code")
+
+
+def test_system_version_not_installed_names_what_is(options, fixture_text) -> None:
+    d = diagnose(options(), facts(fixture_text, toolkits=("13.0",)), arch_spec="80", cuda="system:12.4")
+    (v,) = d.failures()
+    assert v.message == "no complete system CUDA 12.4 toolkit (complete ones: 13.0.0 at /usr/local/cuda-13.0)"
+    assert "Drivers older than 580" in v.fix
+
+
+def test_535_driver_and_cuda13_points_at_the_cuda12_route(options, fixture_text) -> None:
+    f = facts(fixture_text, gpu=("nvidia-smi-a100-535.txt", "nvidia-smi-query-a100-535.csv"))
+    d = diagnose(options(), f, arch_spec="auto", cuda="system")
+    (v,) = d.failures()
+    assert v.topic == "driver" and "CUDA 12.2 only" in v.message
+    assert v.fix == ("update the NVIDIA driver (>= 580.65.06 for CUDA 13), or build a CUDA 12 flavour for this driver "
+                     "(CUDA 12.2): --cuda system:12.4 with that toolkit installed (README: Drivers older than 580)")
+
+
+def test_universal_does_not_run_on_a_t4(options, fixture_text) -> None:
+    f = facts(fixture_text, gpu=("nvidia-smi-t4-550.txt", "nvidia-smi-query-t4-550.csv"))
+    d = diagnose(options(), f, arch_spec="universal", cuda="pypi:13.0")
+    gpu = [v for v in d.verdicts if v.topic == "gpu"]
+    assert gpu and gpu[0].level == "warn" and "none of which runs on sm_75" in gpu[0].message
+    d = diagnose(options(), f, arch_spec="turing", cuda="pypi:13.0")
+    assert any(v.topic == "gpu" and v.level == "ok" and "sm_75 cubin" in v.message for v in d.verdicts)
+
+
+def test_cuda_system_version_is_a_valid_option(options) -> None:
+    assert options('cuda = "system:12.4"\n').cuda == "system:12.4"

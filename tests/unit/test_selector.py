@@ -105,15 +105,22 @@ def test_rtx4090_gets_universal(tmp_path: Path) -> None:
     assert choice.lines == ["GPU 0 NVIDIA GeForce RTX 4090 (sm_89): native (sm_89 cubin) in cu130-sm86-89-120"]
 
 
-def test_driver_too_old_for_cuda13_gets_cpu_and_names_the_driver(tmp_path: Path) -> None:
+def test_driver_too_old_for_cuda13_gets_cpu_only_when_allowed_and_names_the_driver(tmp_path: Path) -> None:
     machine = selector.detect(smi("nvidia-smi-query-rtx4090.csv", "nvidia-smi-windows-rtx4090.txt"),
                               nvml=None, env={}, windows=True)
     assert machine.driver == "576.52" and machine.driver_cuda == (12, 9)
-    choice = pick(tmp_path, ALL, machine)
+    cat, url = index(tmp_path, ALL)
+    choice = selector.choose(cat, machine, base_url=url, fits=fits, allow_cpu=True)
     assert choice.flavour == "cpu"
     assert choice.lines == ["GPU 0 NVIDIA GeForce RTX 4090 (sm_89): not used, cu130-sm86-89-120, cu130-sm90: needs "
                             "a driver for CUDA >= 13.0 (Linux >= 580.65.06, Windows >= 580.88); "
-                            "this driver supports CUDA 12.9"]
+                            "this driver supports CUDA 12.9",
+                            "warning: the CPU flavour on a machine with NVIDIA GPUs (--allow-cpu)"]
+    with pytest.raises(selector.SelectError) as err:
+        selector.choose(cat, machine, base_url=url, fits=fits)
+    assert err.value.return_code == 4
+    assert "cu124-sm89 would serve GPU 0 NVIDIA GeForce RTX 4090 (sm_89): build it with --archs 89 " \
+           "--cuda system:12.4 and that toolkit installed" in err.value.remedy
 
 
 def test_driver_too_old_and_no_cpu_flavour_is_a_clear_refusal(tmp_path: Path) -> None:
@@ -121,14 +128,23 @@ def test_driver_too_old_and_no_cpu_flavour_is_a_clear_refusal(tmp_path: Path) ->
                               nvml=None, env={}, windows=True)
     with pytest.raises(selector.SelectError) as err:
         pick(tmp_path, ["cu130-sm90", "cu130-sm86-89-120"], machine)
-    assert "580.88" in err.value.one_line() and "update the NVIDIA driver" in err.value.one_line()
+    assert "580.88" in err.value.one_line() and err.value.return_code == 4
+    assert err.value.remedy == ("cu124-sm89 would serve GPU 0 NVIDIA GeForce RTX 4090 (sm_89): build it with "
+                                "--archs 89 --cuda system:12.4 and that toolkit installed (README: Drivers older than "
+                                "580), or update the driver to >= 580 for the CUDA 13 flavours")
+    old = selector.override(machine, "8.9", "11.8")
+    with pytest.raises(selector.SelectError) as err:
+        pick(tmp_path / "2", ["cu130-sm90", "cu130-sm86-89-120"], old)
+    assert err.value.remedy.startswith("this driver (CUDA 11.8) is too old for any flavour we build; update the NVIDIA "
+                                       "driver (>= 525.60.13 for CUDA 12, >= 580.65.06 for CUDA 13)")
 
 
 def test_driver_version_alone_is_checked_against_the_floor(tmp_path: Path) -> None:
     # the mixed host's recorded driver (570.133.07, no banner): older than CUDA 13's 580.65.06
     machine = selector.detect(smi("nvidia-smi-query-mixed.csv"), nvml=None, env={}, windows=False)
     assert machine.driver == "570.133.07" and machine.driver_cuda is None
-    choice = pick(tmp_path, ALL, machine)
+    cat, url = index(tmp_path, ALL)
+    choice = selector.choose(cat, machine, base_url=url, fits=fits, allow_cpu=True)
     assert choice.flavour == "cpu" and "this driver is 570.133.07" in choice.lines[0]
 
 
@@ -164,9 +180,10 @@ def test_mixed_host_without_a_native_flavour_takes_the_one_that_runs_everywhere(
 
 def test_mixed_host_with_no_common_flavour_says_why_per_gpu(tmp_path: Path) -> None:
     machine = selector.override(selector.Machine(()), "7.5,9.0", "13.0")
-    choice = pick(tmp_path, ALL, machine)
+    cat, url = index(tmp_path, ALL)
+    choice = selector.choose(cat, machine, base_url=url, fits=fits, allow_cpu=True)
     assert choice.flavour == "cpu"
-    assert choice.lines == [
+    assert choice.lines[:-1] == [
         "GPU 0 (given) (sm_75): not used, cu130-sm86-89-120: holds sm_120a, sm_86, sm_89, compute_89, none of which "
         "runs on sm_75; cu130-sm90: holds sm_90, none of which runs on sm_75",
         "GPU 1 (given) (sm_90): not used, cu130-sm86-89-120, cu130-sm90: runs here but not on GPU 0"]
@@ -294,3 +311,110 @@ def test_served_copy_is_the_module(tmp_path: Path) -> None:
     assert catalogue.selector_script(None) == src
     based = catalogue.selector_script("https://wheels.example/llama")
     assert based == src.replace('DEFAULT_INDEX_URL = ""\n', 'DEFAULT_INDEX_URL = "https://wheels.example/llama/"\n')
+
+
+# --- fleets as they are (issue #26): A100 / T4 cards, 535 / 550 drivers, recorded nvidia-smi output ----------
+
+
+def a100_535() -> selector.Machine:
+    machine = selector.detect(smi("nvidia-smi-query-a100-535.csv", "nvidia-smi-a100-535.txt"), nvml=None, env={})
+    assert machine.driver == "535.183.01" and machine.driver_cuda == (12, 2)
+    assert [(g.name, g.cc) for g in machine.gpus] == [("NVIDIA A100-SXM4-80GB", 80)]
+    return machine
+
+
+def t4_550() -> selector.Machine:
+    machine = selector.detect(smi("nvidia-smi-query-t4-550.csv", "nvidia-smi-t4-550.txt"), nvml=None, env={})
+    assert machine.driver == "550.54.15" and machine.driver_cuda == (12, 4)
+    assert [(g.name, g.cc) for g in machine.gpus] == [("Tesla T4", 75)]
+    return machine
+
+
+def test_a100_on_535_never_gets_the_cpu_flavour_silently(tmp_path: Path) -> None:
+    with pytest.raises(selector.SelectError) as err:
+        pick(tmp_path, ALL, a100_535())
+    assert err.value.return_code == 4
+    assert err.value.message == (
+        "no GPU flavour in the catalogue runs here, only the CPU one: GPU 0 NVIDIA A100-SXM4-80GB (sm_80): "
+        "cu130-sm86-89-120, cu130-sm90: needs a driver for CUDA >= 13.0 (Linux >= 580.65.06, Windows >= 580.88); "
+        "this driver supports CUDA 12.2")
+    assert err.value.remedy == (
+        "cu124-sm80 would serve GPU 0 NVIDIA A100-SXM4-80GB (sm_80): build it with --archs 80 --cuda system:12.4 and "
+        "that toolkit installed (README: Drivers older than 580), or update the driver to >= 580 for the CUDA 13 "
+        "flavours; or pass --allow-cpu to install the cpu flavour")
+
+
+def test_a100_on_535_gets_the_cuda12_flavour(tmp_path: Path) -> None:
+    choice = pick(tmp_path, [*ALL, "cu124-sm80", "cu128-sm86-89-120"], a100_535())
+    assert choice.flavour == "cu124-sm80" and choice.version == "0.3.36+cu124.sm80" and not choice.jit
+    assert choice.lines == ["GPU 0 NVIDIA A100-SXM4-80GB (sm_80): native (sm_80 cubin) in cu124-sm80"]
+    cu128 = next(c for c in choice.candidates if c.flavour == "cu128-sm86-89-120")
+    assert cu128.reject == ("needs a driver for CUDA >= 12.4 (Linux >= 550.54.14, Windows >= 551.61); "
+                            "this driver supports CUDA 12.2")  # 12.8's compressed fatbins
+
+
+def test_a100_on_a_580_driver_is_told_to_build_sm80(tmp_path: Path) -> None:
+    machine = selector.override(a100_535(), None, "13.0")
+    with pytest.raises(selector.SelectError) as err:
+        pick(tmp_path, ALL, machine)
+    assert "sm_86 cubin" not in err.value.message and "none of which runs on sm_80" in err.value.message
+    assert err.value.remedy.startswith("cu130-sm80 would serve GPU 0 NVIDIA A100-SXM4-80GB (sm_80): "
+                                       "build it with --archs 80 (CUDA 13, the default toolkit)")
+
+
+def test_t4_on_550_gets_its_cuda12_flavour_or_a_refusal_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(selector.SelectError) as err:
+        pick(tmp_path, [*ALL, "cu124-sm80"], t4_550())
+    assert "cu124-sm80: holds sm_80, compute_80, none of which runs on sm_75" in err.value.message
+    assert err.value.remedy.startswith("cu124-sm75 would serve GPU 0 Tesla T4 (sm_75)")
+    choice = pick(tmp_path / "2", [*ALL, "cu124-sm75"], t4_550())
+    assert choice.flavour == "cu124-sm75"
+
+
+def test_550_driver_runs_cuda_12_8_and_580_prefers_cuda_13(tmp_path: Path) -> None:
+    machine = selector.override(t4_550(), "8.9", None)  # an RTX 4090 / L4 on the same 550 driver
+    choice = pick(tmp_path, [*ALL, "cu128-sm86-89-120"], machine)
+    assert choice.flavour == "cu128-sm86-89-120"
+    newer = selector.override(machine, None, "13.0")
+    assert pick(tmp_path / "2", [*ALL, "cu128-sm86-89-120"], newer).flavour == "cu130-sm86-89-120"
+
+
+def test_command_line_exit_code_and_allow_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    index(tmp_path, ALL)
+    root = str(tmp_path / "wheelhouse" / "index")
+    assert selector.main(["--index", root, "--gpus", "8.0", "--driver-cuda", "13.0"]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("error: no GPU flavour") and "cu130-sm80 would serve" in err and "--allow-cpu" in err
+    assert selector.main(["--index", root, "--gpus", "8.0", "--driver-cuda", "13.0", "--allow-cpu"]) == 0
+    assert "llama-cpp-python==0.3.36+cpu" in capsys.readouterr().out
+
+
+def test_cuda12_suggestions_agree_with_the_compat_tables() -> None:
+    from llama_wheels.compat import ARCH_SUPPORT, DRIVER_TABLE, arch_floor, min_driver, supports
+
+    for cc, support in ARCH_SUPPORT.items():
+        if supports(support, (12, 9)) and support.first < (13, 0):
+            assert support.first <= selector.CUDA12_BLACKWELL.get(cc, selector.CUDA12_TOOLKIT), cc
+    for cc, cuda in selector.CUDA12_BLACKWELL.items():
+        assert ARCH_SUPPORT[cc].first == cuda and min_driver(cuda, "size").cuda == (12, 4)
+    assert min_driver(selector.CUDA12_TOOLKIT, None) == DRIVER_TABLE[1]  # 12.0's driver: any 12.x runs it
+    assert arch_floor((13, 0)) == selector.CUDA13_FLOOR and arch_floor((12, 0)) == selector.CUDA12_FLOOR
+    assert [n for n, s in ARCH_SUPPORT.items() if supports(s, (13, 0)) and not supports(s, (12, 9))] == \
+        list(selector.CUDA13_ONLY)
+
+
+@pytest.mark.parametrize(("cc", "driver", "flavour", "fragment"), [
+    (80, (13, 0), "cu130-sm80", "--archs 80 (CUDA 13"),
+    (80, None, "cu130-sm80", "--archs 80 (CUDA 13"),
+    (61, (13, 0), "cu124-sm61", "--cuda system:12.4"),  # CUDA 13 dropped Pascal; a cu124 wheel runs on 580
+    (120, (12, 8), "cu128-sm120", "--cuda system:12.8"),
+    (121, (12, 9), "cu129-sm121", "--cuda system:12.9"),
+    (120, (12, 2), "", "too old for any flavour"),
+    (110, (12, 8), "", "needs a CUDA 13 flavour"),
+    (37, (13, 0), "", "CUDA 11.8 was the last"),
+    (75, (11, 4), "", "too old for any flavour"),
+])
+def test_the_flavour_that_would_serve(cc: int, driver: tuple[int, int] | None, flavour: str, fragment: str) -> None:
+    machine = selector.Machine((selector.Gpu(0, "x", cc),), "", driver)
+    name, how = selector.serving_flavour(machine.gpus[0], machine)
+    assert name == flavour and fragment in how

@@ -126,3 +126,14 @@ def test_verify_against_expected_sha256_shows_both_full_hashes(tmp_path: Path) -
 # ---------------------------------------------------------------- reproducible repack -----------
 
 
+
+
+def test_cuda12_runtime_wheels_have_their_cu12_names() -> None:
+    """A cu12x flavour (README: Drivers older than 580) must require wheels that exist: NVIDIA's CUDA 12 runtime
+    wheels are nvidia-cuda-runtime-cu12 / nvidia-cublas-cu12 (the unsuffixed names start at 13.0, `pip index
+    versions`, 2026-12-04), installed where PIP_RUNPATH looks (nvidia/cuda_runtime/lib, nvidia/cublas/lib)."""
+    from llama_wheels.wheels import PIP_RUNPATH, runtime_requirements
+
+    assert runtime_requirements(13) == ["nvidia-cuda-runtime~=13.0", "nvidia-cublas~=13.0"]
+    assert runtime_requirements(12) == ["nvidia-cuda-runtime-cu12~=12.0", "nvidia-cublas-cu12~=12.0"]
+    assert "$ORIGIN/../../nvidia/cuda_runtime/lib" in PIP_RUNPATH and "$ORIGIN/../../nvidia/cublas/lib" in PIP_RUNPATH

@@ -110,7 +110,7 @@ def smoke_label_problems(wf: Workflow) -> list[str]:
             if not targets or "arch-set" in job["strategy"]["matrix"]:
                 out.append(f"job {name}: each arch set needs its own runner (matrix include: arch-set + {m[1]})")
         else:
-            sets = re.findall(r"--arch-set (\w+)", runs(job))
+            sets = re.findall(r"--arch-set ([\w-]+)", runs(job))  # names like ampere-dc
             targets = [(s, runs_on) for s in sets] or [(None, runs_on)]
         for arch_set, expr in targets:
             _, labels = default_labels(expr)
