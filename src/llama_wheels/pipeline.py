@@ -374,12 +374,14 @@ def farm_service(options: Options, env: Mapping[str, str], log: Logger, *, bind:
     """Run a build-farm scheduler (``server`` None) or a build server (scheduler URL, public address,
     name) in the foreground, with a generated config."""
     if server is None:
-        argv, conf = farm.scheduler_plan(options.cache_dir, env, bind)
+        argv, conf = farm.scheduler_plan(options.cache_dir, env, bind, dry_run=dry_run)
     else:
-        argv, conf = farm.server_plan(options.cache_dir, env, *server)
+        argv, conf = farm.server_plan(options.cache_dir, env, *server, dry_run=dry_run)
     log.info(f"config (tokens from the environment, mode 0600): {conf}")
     if dry_run:
         log.info("dry run: " + " ".join(argv))
+        if not os.path.isabs(argv[0]):
+            log.warning(f"sccache-dist is not installed here; before a real run: {farm.SCCACHE_DIST_FIX}")
         return
     cmd.run(argv, env={**env, "SCCACHE_NO_DAEMON": "1"})
 
