@@ -48,3 +48,18 @@ def test_one_line_with_remedy() -> None:
     e = errors.WheelCheckFailed("2 of 3 wheel(s) failed the check", "see the problems listed above")
     assert str(e) == e.one_line() == "2 of 3 wheel(s) failed the check; see the problems listed above"
     assert e.return_code == 9 and isinstance(e, errors.FatalError)
+
+
+def test_error_name_is_the_class_that_owns_the_code() -> None:
+    from llama_wheels.errors import error_name
+
+    assert [error_name(c) for c in (2, 4, 9, 13, 14, 17, 130, 99)] == [
+        "ConfigError", "PreflightError", "WheelCheckFailed", "IndexConflict", "PublishError", "SelectFailed",
+        "interrupted", ""]
+
+
+def test_the_served_selector_exits_with_select_failed_code() -> None:
+    from llama_wheels.errors import SelectFailed
+    from llama_wheels.selector import SELECT_FAILED
+
+    assert SELECT_FAILED == SelectFailed.return_code

@@ -151,3 +151,16 @@ def test_cibuildwheel_command(options, recorder: list[list[str]], tmp_path: Path
     assert recorder == [[sys.executable, "-m", "cibuildwheel", "--config-file", str(o.project_root / "pyproject.toml"),
                          "--output-dir", str(o.build_dir / "staging" / "cibw-cu130-sm90" / "raw"),
                          str(tmp_path / "src" / "llama_cpp_python-0.3.36")]]
+
+
+def test_print_build_identifiers_needs_no_sdist(options, recorder: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    o = options()
+
+    def no_download(*_a: Any) -> sdist.Source:
+        raise AssertionError("--print-build-identifiers fetched the sdist")
+
+    monkeypatch.setattr(build, "resolve_source", no_download)
+    assert pipeline.cibuildwheel(o, pipeline.CibuildwheelRequest(print_build_identifiers=True), {"PATH": "/bin"},
+                                 Logger({}, io.StringIO())) == []
+    assert recorder == [[sys.executable, "-m", "cibuildwheel", "--config-file", str(o.project_root / "pyproject.toml"),
+                         "--print-build-identifiers", str(o.project_root)]]
