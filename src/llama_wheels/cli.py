@@ -204,9 +204,9 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
 
 BUILD_EXAMPLES = """examples:
   nox -s build_cuda -- --dry-run                          the plan and its cost, nothing built
-  nox -s build_cuda -- --archs "86;89;120"                the guide's universal wheel
+  nox -s build_cuda -- --archs "86;89;120"                the universal set of the hand procedure
   nox -s build_cuda -- --arch-set ampere --arch-set hopper  two wheels in one run
-  CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=89" nox -s build_cuda   the guide's way of choosing archs
+  CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=89" nox -s build_cuda   archs chosen as by hand
   nox -s build_cpu                                        no CUDA
 """
 
@@ -243,9 +243,9 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     b.add_argument("--keep-going", action="store_true",
                    help="after a failed compile, still build the other steps (the run fails at the end)")
     b.add_argument("--all-from-source", action="store_true",
-                   help="also compile every dependency from source, as the guide's --no-binary :all: (needs Rust)")
+                   help="also compile every dependency from source, as --no-binary :all: by hand does (needs Rust)")
     b.add_argument("--frontend", choices=["build", "pip"], default="build",
-                   help="python -m build (default), or pip wheel as the guide does; the same wheel either way")
+                   help="python -m build (default), or pip wheel as done by hand; the same wheel either way")
     add_cache_args(b)
     b.set_defaults(func=cmd_build, precheck=precheck_build)
 

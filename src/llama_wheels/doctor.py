@@ -103,7 +103,7 @@ def windows_pypi_verdicts(facts: Facts, choice: ToolkitChoice) -> list[Verdict]:
 def compiler_verdict(facts: Facts, cuda: CudaVersion | None) -> Verdict:
     c = facts.compiler
     vs = next((v for v in facts.visual_studio if v.has_cl), None)
-    if not c and vs is not None:  # the guide's most common miss: VS is there, the prompt is not
+    if not c and vs is not None:  # the most common miss by hand: VS is there, the prompt is not
         return Verdict("fail", "host compiler",
                        f"cl is not on PATH, but {vs.name} {vs.version} has the C++ tools ({vs.path})",
                        f"open 'x64 Native Tools Command Prompt for VS {vs.year or vs.name}', "
