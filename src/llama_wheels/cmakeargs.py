@@ -1,4 +1,4 @@
-"""The hand procedure's habits (README "From the hand procedure"), read instead of dropped: ``CMAKE_ARGS``, ``FORCE_CMAKE`` and ``GGML_CUDA``.
+"""The hand procedure's habits (README), read instead of dropped: ``CMAKE_ARGS``, ``FORCE_CMAKE`` and ``GGML_CUDA``.
 
 The hand procedure sets ``CMAKE_ARGS=-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=86;89;120`` before pip. Here:
 

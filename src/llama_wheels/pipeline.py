@@ -336,7 +336,8 @@ def index(options: Options, log: Logger, *, base_url: str | None, prune: bool,
 def in_tool_venv(options: Options) -> bool:
     """Is this Python one of the project's own venvs (scripts/run's .tools, a nox session's .nox/*)?"""
     here = Path(sys.prefix).resolve()
-    return here == (options.project_root / ".tools").resolve() or here.parent == (options.project_root / ".nox").resolve()
+    root = options.project_root
+    return here == (root / ".tools").resolve() or here.parent == (root / ".nox").resolve()
 
 
 def select(options: Options, args: argparse.Namespace, env: Mapping[str, str]) -> int:

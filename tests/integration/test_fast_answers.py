@@ -21,7 +21,8 @@ SESSIONS = ["tests", "lint", "unit", "build_cuda", "build_cpu", "prefetch", "che
 SECONDS = 4.0
 
 
-def nox(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], float]:
+def nox(tmp_path: Path, *args: str,
+        env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], float]:
     t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "--envdir",
                           str(tmp_path / "envs"), *args], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,

@@ -110,7 +110,8 @@ def test_answers_at_once(tmp_path: Path, argv: list[str], at_once: bool) -> None
 
 def test_answers_at_once_runs_nothing(tmp_path: Path, hermetic: list[str]) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
-    assert cli.answers_at_once(["build", "--dry-run", "--cpu"], {"PATH": "", "LLAMA_WHEELS_ROOT": str(tmp_path)}) is False
+    env = {"PATH": "", "LLAMA_WHEELS_ROOT": str(tmp_path)}
+    assert cli.answers_at_once(["build", "--dry-run", "--cpu"], env) is False
     assert hermetic == []
 
 

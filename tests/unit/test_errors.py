@@ -62,7 +62,7 @@ def test_the_served_selector_exits_with_select_failed_code() -> None:
     from llama_wheels.errors import SelectFailed
     from llama_wheels.selector import SELECT_FAILED
 
-    assert SELECT_FAILED == SelectFailed.return_code
+    assert SelectFailed.return_code == SELECT_FAILED
 
 
 def test_readme_exit_code_table_matches_the_errors() -> None:

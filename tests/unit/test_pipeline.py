@@ -153,7 +153,8 @@ def test_cibuildwheel_command(options, recorder: list[list[str]], tmp_path: Path
                          str(tmp_path / "src" / "llama_cpp_python-0.3.36")]]
 
 
-def test_print_build_identifiers_needs_no_sdist(options, recorder: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_print_build_identifiers_needs_no_sdist(options, recorder: list[list[str]],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     o = options()
 
     def no_download(*_a: Any) -> sdist.Source:

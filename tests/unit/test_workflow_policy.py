@@ -249,7 +249,8 @@ def test_build_logs_are_uploaded_on_failure() -> None:
     for name in WORKFLOWS:
         assert build_log_problems(load(name)) == [], name
     broken = load("ci.yml")
-    broken["jobs"]["tests"]["steps"] = [s for s in broken["jobs"]["tests"]["steps"] if "upload" not in str(s.get("uses"))]
+    steps = broken["jobs"]["tests"]["steps"]
+    broken["jobs"]["tests"]["steps"] = [s for s in steps if "upload" not in str(s.get("uses"))]
     assert build_log_problems(broken) == ["job tests compiles but uploads no build.log on failure"]
     unpinned = load("gpu-wheels.yml")
     for s in unpinned["jobs"]["build"]["steps"]:
