@@ -6,8 +6,10 @@ gpu (smoke, bench). Every heavy session is default=False. Flags for a session go
 made or touched), and `nox -R` reuses a session's venv. nox ends every failure with exit 1, so a failed
 session names the tool's own code: "llama-wheels exit code 2 (ConfigError)".
 
-Nothing is resolved at import: `nox -l` works with any configuration, and a configuration error is one
-line from the session that needs it. Only the build Python is read here, defensively (config.session_python).
+Nothing is resolved at import for `nox -l`: it works with any configuration, and a configuration error is
+one line from the session that needs it. Only the build Python is read here, defensively (config.session_python),
+and, for a session named on the command line, its arguments (``at_once``): nox makes a session's venv before
+the session runs, so help and argument errors must be known before that.
 """
 
 from __future__ import annotations
