@@ -121,6 +121,12 @@ def no_venv(session: nox.Session) -> bool:
     return session.venv_backend == "none"
 
 
+def answers_here(session: nox.Session) -> bool:
+    """No venv, or help asked for in a venv nox made anyway (a session chosen by tag, a forced backend):
+    either way nothing is installed."""
+    return no_venv(session) or any(a in HELP for a in session.posargs)
+
+
 def pytest_answer(session: nox.Session, default: str) -> None:
     """``-- --help`` or a test path that does not exist, for the pytest sessions, without pytest."""
     missing = _missing_tests(session.posargs)
@@ -195,7 +201,7 @@ def lw(session: nox.Session, *args: str, host: bool = False) -> None:
                 code = exc.code if isinstance(exc.code, int) else 0
             if code:
                 raise nox.command.CommandFailed(return_code=code)
-        elif host:
+        elif host or answers_here(session):
             env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
             session.run(sys.executable, "-m", "llama_wheels", *debug, *args, *posargs, env=env, external=True)
         else:
@@ -261,7 +267,7 @@ def unit(session: nox.Session) -> None:
 @nox.session(python=PYTHON, venv_backend=at_once("build_cuda", cli_answers("build")), default=False, tags=["build"])
 def build_cuda(session: nox.Session) -> None:
     """Compile llama-cpp-python from source with CUDA: each arch set (repeat --arch-set) x variant into wheelhouse/."""
-    if not no_venv(session):
+    if not answers_here(session):
         install(session, *build_groups(options(session)))
     lw(session, "build")
 
@@ -270,7 +276,7 @@ def build_cuda(session: nox.Session) -> None:
              tags=["build"])
 def build_cpu(session: nox.Session) -> None:
     """The same pipeline with CUDA off (what CI builds end to end)."""
-    if not no_venv(session):
+    if not answers_here(session):
         install(session, *build_groups(options(session)))
     lw(session, "build", "--cpu")
 
@@ -298,7 +304,7 @@ def index(session: nox.Session) -> None:
              tags=["release"])
 def index_variants(session: nox.Session) -> None:
     """The index plus PEP 825 variant copies of the CUDA wheels in index/variants/ (variantlib installed here)."""
-    if not no_venv(session):
+    if not answers_here(session):
         install(session, "variants")
     lw(session, "index", "--variants")
 
@@ -306,7 +312,7 @@ def index_variants(session: nox.Session) -> None:
 @nox.session(python=PYTHON, venv_backend=at_once("publish", cli_answers("publish")), default=False, tags=["release"])
 def publish(session: nox.Session) -> None:
     """Upload with twine to an internal index (-- --repository-url URL) and/or --sync-to a folder."""
-    if not no_venv(session):
+    if not answers_here(session):
         install(session, "publish")
     lw(session, "publish")
 
@@ -315,7 +321,7 @@ def publish(session: nox.Session) -> None:
              tags=["release"])
 def cibuildwheel(session: nox.Session) -> None:
     """The container (manylinux CUDA image) / Windows route through cibuildwheel; needs docker or podman on Linux."""
-    if not no_venv(session):
+    if not answers_here(session):
         install(session, "release")
     lw(session, "cibuildwheel")
 
@@ -323,7 +329,7 @@ def cibuildwheel(session: nox.Session) -> None:
 @nox.session(python=PYTHON, venv_backend=at_once("smoke", cli_answers("smoke")), default=False, tags=["gpu"])
 def smoke(session: nox.Session) -> None:
     """Install each wheel from the wheelhouse into a fresh venv and prove it runs a GGUF (GPU if present)."""
-    if not no_venv(session):
+    if not answers_here(session):
         install(session, "smoke")
     lw(session, "smoke")
 
@@ -331,7 +337,7 @@ def smoke(session: nox.Session) -> None:
 @nox.session(python=PYTHON, venv_backend=at_once("bench", cli_answers("bench")), default=False, tags=["gpu"])
 def bench(session: nox.Session) -> None:
     """The wheel's decode loop and high-level API against native llama-bench, same GPU, same flags."""
-    if not no_venv(session):
+    if not answers_here(session):
         install(session, "build", "smoke")
     lw(session, "bench")
 
