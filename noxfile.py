@@ -239,7 +239,12 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(pytest_args(session) or ["tests", "--durations=25"]))  # the slowest, in every CI log
 
 
-@nox.session(python=PYTHON, venv_backend=at_once("lint", lambda: bool(POSARGS), default=True))
+def lint_answers() -> bool:
+    """Help, or arguments given to lint by name (in a plain `nox -- ARGS` they are the tests' and lint ignores them)."""
+    return any(a in HELP for a in POSARGS) or (bool(POSARGS) and "lint" in NOX_WORDS)
+
+
+@nox.session(python=PYTHON, venv_backend=at_once("lint", lint_answers, default=True))
 def lint(session: nox.Session) -> None:
     """ruff, strict mypy over the package, noxfile.py and tasks.py, and the import layers (lint-imports)."""
     if no_venv(session):
