@@ -102,3 +102,14 @@ def test_remote_cache_is_probed_by_doctor_cache_stats_and_dry_run(redis: int, lw
     assert failed.returncode == 4 and len(errors) == 1 and "is unreachable" in errors[0], failed.stdout[-3000:]
     assert "[ok" not in failed.stdout  # it failed before the doctor ran a single tool
     print(f"--require-remote-cache, closed port: exit 4 in {time.monotonic() - t0:.2f} s")
+
+
+def test_gpu_runner_without_a_prefetch_folder_says_how_to_make_one(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "gpu-runner.sh"
+    script.write_bytes((ROOT / "scripts" / "gpu-runner.sh").read_bytes())
+    res = subprocess.run(["bash", str(script), "check"], env={"PATH": "/usr/bin:/bin", "LW_TOOLS": str(tmp_path / "t")},
+                         text=True, capture_output=True, timeout=60, check=False)
+    assert res.returncode == 6, res.stderr  # OfflineMissing's code, before pip is ever asked
+    assert ".prefetch/wheels does not exist" in res.stderr and "nox -s prefetch" in res.stderr
+    assert not (tmp_path / "t").exists()
