@@ -4,8 +4,8 @@ The interfaces (``cli``, ``noxfile.py``, ``tasks.py``) parse arguments, resolve 
 (:func:`llama_wheels.config.load_options`) and call one function here; every decision lives in the
 stages below. The build, in order::
 
-    facts (detect) -> diagnose + preflight (doctor) -> remote cache check + launcher (compcache)
-    -> toolkit root + libcuda (toolkit) -> plan (plan.make_plan) -> execute (build.execute)
+    remote cache check (compcache; before any tool runs) -> facts (detect) -> diagnose + preflight (doctor)
+    -> launcher (compcache) -> toolkit root + libcuda (toolkit) -> plan (plan.make_plan) -> execute (build.execute)
 
 Host facts can be passed in (``facts=``), so tests run the whole sequence on recorded facts.
 """
