@@ -101,15 +101,19 @@ def farm_server(c: Context, scheduler: str, public_addr: str, name: str = "serve
     "index": "the index root holding flavours.json (URL or folder; default: wheelhouse/index)",
     "gpus": "pretend these GPUs, e.g. 9.0,8.6 (or none)",
     "driver_cuda": "pretend a driver for this CUDA, e.g. 13.0",
-    "install": "run the pip command instead of printing it",
+    "install": "run the pip command instead of printing it (refused from this tool's venv: it prints the command)",
     "index_only": "--index-url instead of --extra-index-url (nothing from PyPI)",
     "json": "print the choice as JSON",
     "allow_cpu": "take the CPU flavour when no GPU flavour runs here (else an error naming the flavour to build)",
-})
+    "extra": "install with this extra, e.g. server (repeatable)",
+}, iterable=["extra"])
 def select_flavour(c: Context, index: str = "", gpus: str = "", driver_cuda: str = "", install: bool = False,
-                   index_only: bool = False, json: bool = False, allow_cpu: bool = False) -> None:
-    """Pick the flavour for this machine's GPUs and driver; print the exact pip command, one line per GPU."""
+                   index_only: bool = False, json: bool = False, allow_cpu: bool = False,
+                   extra: list[str] | None = None) -> None:
+    """Pick the flavour for this machine's GPUs and driver; print the exact pip command (with your
+    `python -m pip`), one line per GPU."""
     args = ["select"] + (["--index", index] if index else []) + (["--gpus", gpus] if gpus else [])
+    args += [a for e in extra or [] for a in ("--extra", e)]
     args += (["--driver-cuda", driver_cuda] if driver_cuda else []) + (["--install"] if install else [])
     args += ["--allow-cpu"] if allow_cpu else []
     _run(args + (["--index-only"] if index_only else []) + (["--json"] if json else []))

@@ -12,6 +12,12 @@ PY=${PYTHON:-python3}
 TOOLS=${LW_TOOLS:-/tmp/llama-wheels-tools}
 LLAMA_WHEELS_PYTHON=${LLAMA_WHEELS_PYTHON:-$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}
 export LLAMA_WHEELS_PYTHON
+if [ ! -d "$TOOLS" ] && [ ! -d .prefetch/wheels ]; then
+  echo "gpu-runner.sh: error: $PWD/.prefetch/wheels does not exist; this script runs offline from a prefetch" \
+       "folder: run 'scripts/run nox -s prefetch' on a machine with network (add '-- --cuda pypi:13.0 --model" \
+       "gemma3-270m' for the toolkit and the real model) and copy .prefetch/ next to this checkout" >&2
+  exit 6  # OfflineMissing, as the tool itself exits for a missing prefetch file
+fi
 if [ ! -d "$TOOLS" ]; then
   # nox and invoke, plus this project's dependencies (the light sessions run in this environment). The
   # project itself always comes from this checkout's src/ (first on PYTHONPATH), never a stale copy.

@@ -1,4 +1,4 @@
-"""Safe deletion: the temp-clearing step of the guide, without its risks.
+"""Safe deletion: the hand procedure's temp-clearing step, without its risks.
 
 Ownership is earned, not assumed: :func:`claim` stamps a folder with our marker only when it creates
 it or finds it empty, and :func:`owned_subdir` records each top-level entry llama-wheels creates in the
@@ -281,7 +281,7 @@ def pip_cache_dir(python: str, env: Mapping[str, str]) -> Path | None:
 
 def clean_temp(root: Path, env: Mapping[str, str], *, dry_run: bool, purge_pip: bool = True,
                python: str = sys.executable, project_root: Path | None = None) -> CleanReport:
-    """The guide's "clear %TEMP%", safely: our build dir's own entries (under its lock, so never during a
+    """The hand procedure's "clear %TEMP%", safely: our build dir's own entries (under its lock, so never during a
     build), then pip's cache through pip. Builds point TEMP/TMP into the build dir, so pip's temporary
     folders of our builds are removed with it; the system temp folder is never touched."""
     report = CleanReport()

@@ -19,6 +19,7 @@ from llama_wheels import bench, crosscheck, doctor, pipeline, selector, serve, s
 from llama_wheels.config import load_options, non_empty, positive_int
 from llama_wheels.errors import ConfigError, FatalError, PreflightError
 from llama_wheels.log import Logger
+from llama_wheels.smoke.targets import select_wheels
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,6 +149,40 @@ def cmd_farm(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> i
     return 0
 
 
+def precheck_build(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """The options a build resolves first (pyproject, LLAMA_WHEELS_*, the flags), without printing them, and
+    the remote cache when it is required."""
+    options = load_options(env, {"cuda": args.cuda, "cuda-runtime": args.cuda_runtime, **cache_cli(args)})
+    if args.require_remote_cache:  # one connect: an unreachable remote fails before anything is installed
+        pipeline.usable_remote(options, require=True, warn=lambda _text: None)
+
+
+def precheck_publish(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    pipeline.require_publish_target(args.repository_url, args.sync_to)
+
+
+def precheck_smoke(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """smoke and bench: the wheels they would install exist (the same selection they make)."""
+    select_wheels(load_options(env).wheelhouse, args.wheel, args.flavour)
+
+
+def answers_at_once(argv: Sequence[str], env: Mapping[str, str]) -> bool:
+    """True when ``main(argv)`` answers without anything installed: a request for help, an argument error,
+    or a command whose inputs are missing (a build with a bad option, smoke without wheels, publish without
+    a target). The nox sessions then answer with nox's own Python and no venv, in well under 2 s. Reads
+    files only; runs nothing."""
+    if any(a in ("-h", "--help") for a in argv):
+        return True
+    try:
+        args = make_parser(env).parse_args(argv)
+        precheck = getattr(args, "precheck", None)
+        if precheck is not None:
+            precheck(args, env)
+    except FatalError:
+        return True
+    return False
+
+
 def cmd_smoke(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
     smoke.run(load_options(env, {}, log), smoke.request_from_args(args), env, log)
     return 0
@@ -170,9 +205,9 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
 
 BUILD_EXAMPLES = """examples:
   nox -s build_cuda -- --dry-run                          the plan and its cost, nothing built
-  nox -s build_cuda -- --archs "86;89;120"                the guide's universal wheel
+  nox -s build_cuda -- --archs "86;89;120"                the universal set of the hand procedure
   nox -s build_cuda -- --arch-set ampere --arch-set hopper  two wheels in one run
-  CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=89" nox -s build_cuda   the guide's way of choosing archs
+  CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=89" nox -s build_cuda   archs chosen as by hand
   nox -s build_cpu                                        no CUDA
 """
 
@@ -209,11 +244,11 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     b.add_argument("--keep-going", action="store_true",
                    help="after a failed compile, still build the other steps (the run fails at the end)")
     b.add_argument("--all-from-source", action="store_true",
-                   help="also compile every dependency from source, as the guide's --no-binary :all: (needs Rust)")
+                   help="also compile every dependency from source, as --no-binary :all: by hand does (needs Rust)")
     b.add_argument("--frontend", choices=["build", "pip"], default="build",
-                   help="python -m build (default), or pip wheel as the guide does; the same wheel either way")
+                   help="python -m build (default), or pip wheel as done by hand; the same wheel either way")
     add_cache_args(b)
-    b.set_defaults(func=cmd_build)
+    b.set_defaults(func=cmd_build, precheck=precheck_build)
 
     c = sub.add_parser("clean-temp", help="remove only what llama-wheels created in its build dir; purge pip's cache")
     c.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
@@ -276,7 +311,7 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     u.add_argument("--flavour", help="publish one flavour only")
     u.add_argument("--index-url", help="the server's simple API, to skip files already there (default: URL/simple/)")
     u.add_argument("--sync-to", help="also copy wheelhouse/index/ into this folder (skips files already there)")
-    u.set_defaults(func=cmd_publish)
+    u.set_defaults(func=cmd_publish, precheck=precheck_publish)
 
     w = sub.add_parser("cibuildwheel", help="the container/Windows release route, configured in [tool.cibuildwheel]")
     add_build_args(w, repeatable=False)
@@ -285,8 +320,8 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     w.add_argument("--offline", action="store_true", help="use the prefetched sdist; no network")
     w.set_defaults(func=cmd_cibuildwheel)
 
-    smoke.add_parser(sub).set_defaults(func=cmd_smoke)
-    bench.add_parser(sub).set_defaults(func=cmd_bench)
+    smoke.add_parser(sub).set_defaults(func=cmd_smoke, precheck=precheck_smoke)
+    bench.add_parser(sub).set_defaults(func=cmd_bench, precheck=precheck_smoke)  # the same wheels, the same check
     crosscheck.add_parser(sub).set_defaults(func=cmd_numerics)
     serve.add_parser(sub).set_defaults(func=cmd_serve)
     prog = (env or {}).get("LLAMA_WHEELS_PROG", "")

@@ -1,6 +1,6 @@
-"""The guide's habits, read instead of dropped: ``CMAKE_ARGS``, ``FORCE_CMAKE`` and ``GGML_CUDA``.
+"""The hand procedure's habits (README), read instead of dropped: ``CMAKE_ARGS``, ``FORCE_CMAKE`` and ``GGML_CUDA``.
 
-The guide sets ``CMAKE_ARGS=-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=86;89;120`` before pip. Here:
+The hand procedure sets ``CMAKE_ARGS=-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=86;89;120`` before pip. Here:
 
 - ``CMAKE_CUDA_ARCHITECTURES`` becomes the arch set (the plan says "from CMAKE_ARGS"), unless
   ``--arch-set``/``--archs`` is given, which wins with a note.
@@ -95,7 +95,7 @@ def check_extra(args: Sequence[str], *, cuda: bool, where: str) -> tuple[list[st
 
 
 def from_environment(env: Mapping[str, str], *, cuda: bool, arch_flag_given: bool) -> UserCMakeArgs:
-    """Read the guide's environment variables. Conflicts raise ConfigError; the rest comes back with notes."""
+    """Read the hand procedure's environment variables. Conflicts raise ConfigError; the rest comes back with notes."""
     notes: list[str] = []
     if env.get("FORCE_CMAKE"):
         notes.append(f"FORCE_CMAKE={env['FORCE_CMAKE']} does nothing (llama-cpp-python ignores it since 2023): "

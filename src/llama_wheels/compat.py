@@ -26,7 +26,7 @@ def parse_version(text: str) -> CudaVersion:
 # 12.9.86, 13.0.88 (read from the wheels themselves), llama.cpp ggml-cuda/CMakeLists.txt comments
 # ("86 needs 11.1, 89/90 need 11.8, 120 needs 12.8"), and NVIDIA's "Navigating GPU architecture
 # support" blog: CUDA 12.0 dropped Kepler (sm_3x), CUDA 13.0 dropped < sm_75 and renamed sm_101 to sm_110.
-# The guide's table said sm_120 works from CUDA 12.5: wrong, it needs 12.8.
+# The hand procedure's table said sm_120 works from CUDA 12.5: wrong, it needs 12.8.
 # Measured: `nvcc --list-gpu-arch` of 12.4.131 (50-90) and 13.0.88 (75, 80, 86-90, 100, 103, 110, 120, 121),
 # kept in tests/fixtures/tools/nvcc-*-list-gpu-arch.txt; tests/unit/test_compat.py checks this table against them.
 # The rows a fleet meets, with their first toolkit: 75 T4 (10.0), 80 A100/A30 (11.0), 86 (11.1), 89 (11.8),

@@ -294,7 +294,7 @@ def env_values(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def default_build_dir(root: Path, windows: bool) -> Path:
-    # The guide's `set TEMP=D:\temp`: short, because MSVC + CUDA + CMake paths overflow MAX_PATH.
+    # The hand procedure's `set TEMP=D:\temp`: short, because MSVC + CUDA + CMake paths overflow MAX_PATH.
     return Path(r"C:\lwb") if windows else root / "build"
 
 

@@ -21,11 +21,15 @@ from typing import Any
 from llama_wheels.log import fmt_seconds
 from llama_wheels.plan import BuildStep
 
-#: Seed (measured, BENCHMARKS.md): a CPU-only build, 682 CPU-s (2-core machine); the 'universal' set (4 CUDA targets)
-#: 11m05s on a 16-core H100 host, ~9,600 CPU-s, so ~2,200 CPU-s per target.
+#: Seed (measured, BENCHMARKS.md "Cold build times"): a CPU-only build, 682 CPU-s (2-core machine). Per CUDA
+#: target the CPU-seconds depend on the host: on 16-core GPU hosts ~2,200 (the 'universal' set, 4 targets, 11m05s;
+#: cu130-sm90, 2 targets, 5,112 CPU-s), on the 2-core machine ~1,460 (cu130-sm90: 3,624 CPU-s in 33 min; the
+#: universal set took 58m56s, where the 16-core number predicted ~88 min).
 SEED_BASE_CPU_S = 700.0
 SEED_PER_TARGET_CPU_S = 2200.0
-SEED_BASIS = ("seed from BENCHMARKS.md (CPU part 700 CPU-s, 2,200 CPU-s per CUDA target; "
+SEED_PER_TARGET_SMALL_CPU_S = 1460.0
+SMALL_HOST_CORES = 4  # at most this many cores: the 2-core machine's seed
+SEED_BASIS = ("seed from BENCHMARKS.md (CPU part 700 CPU-s, {per:,.0f} CPU-s per CUDA target on a {host} host; "
               "no cold build recorded here yet)")
 PARALLEL_EFFICIENCY = 0.9
 SDIST_BYTES = 76_600_000  # llama-cpp-python 0.3.36 sdist on PyPI
@@ -64,16 +68,19 @@ def _cold(entry: Mapping[str, Any]) -> bool:
     return misses > 0 and hits <= 0.1 * (hits + misses) and float(entry.get("cpu_seconds") or 0) > 0
 
 
-def basis(entries: Mapping[str, Mapping[str, Any]]) -> Basis:
-    """Per-target CPU-seconds from the cold builds in the manifest, else the seed."""
+def basis(entries: Mapping[str, Mapping[str, Any]], cores: int | None = None) -> Basis:
+    """Per-target CPU-seconds from the cold builds in the manifest, else the seed for a host of ``cores``
+    (None: a 16-core GPU host)."""
+    small = cores is not None and cores <= SMALL_HOST_CORES
+    seed_per = SEED_PER_TARGET_SMALL_CPU_S if small else SEED_PER_TARGET_CPU_S
     cold = [e for e in entries.values() if _cold(e)]
     cpu = [float(e["cpu_seconds"]) for e in cold if not e.get("archs")]
     base = statistics.median(cpu) if cpu else SEED_BASE_CPU_S
     per = [(float(e["cpu_seconds"]) - base) / cuda_targets(e["archs"]) for e in cold if e.get("archs")]
     per = [p for p in per if p > 0]
     if not cpu and not per:
-        return Basis(SEED_BASE_CPU_S, SEED_PER_TARGET_CPU_S, SEED_BASIS)
-    per_target = statistics.median(per) if per else SEED_PER_TARGET_CPU_S
+        return Basis(SEED_BASE_CPU_S, seed_per, SEED_BASIS.format(per=seed_per, host="2-core" if small else "16-core"))
+    per_target = statistics.median(per) if per else seed_per
     why = (f"measured: {len(cpu)} cold CPU build(s) ({base:,.0f} CPU-s), {len(per)} cold CUDA build(s) "
            f"({per_target:,.0f} CPU-s per CUDA target) in the manifest"
            + ("" if per else "; per CUDA target: the BENCHMARKS.md seed"))
@@ -125,8 +132,8 @@ def downloads(steps: Sequence[BuildStep], *, cache_dir: Path, sdist_cached: bool
 def plan_lines(steps: Sequence[BuildStep], entries: Mapping[str, Mapping[str, Any]], *, cache_dir: Path,
                sdist_cached: bool, offline: bool, jobs: int | None) -> tuple[list[str], dict[str, Estimate]]:
     """The cost block of the plan, and each step's estimate (for 'estimate vs actual' after the build)."""
-    b = basis(entries)
     cores = cores_for(jobs)
+    b = basis(entries, cores)
     ests = {s.flavour: estimate(s, b, cores) for s in steps}
     lines = ["cost:"]
     for s in steps:

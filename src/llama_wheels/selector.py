@@ -45,6 +45,11 @@ Version = Tuple[int, int]
 Runner = Callable[[List[str]], Optional[str]]  # noqa: UP045 (runs on 3.8)  argv -> stdout, or None when the tool is missing/failed
 
 
+#: The exit code for "no flavour runs here" and "the catalogue cannot be read", the same as the package's
+#: errors.SelectFailed (this script is stdlib only and cannot import it; a unit test keeps them equal).
+SELECT_FAILED = 17
+
+
 class SelectError(Exception):
     """A choice that cannot be made; ``remedy`` says what to do. Printed as one line."""
 
@@ -269,9 +274,9 @@ def fetch_catalogue(url: str) -> Dict[str, Any]:
             data: Dict[str, Any] = json.loads(resp.read().decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise SelectError(f"cannot read the flavour catalogue {url}: {exc}",
-                          "check --index (the index root that holds flavours.json)", 3) from None
+                          "check --index (the index root that holds flavours.json)", SELECT_FAILED) from None
     if not isinstance(data, dict) or not isinstance(data.get("flavours"), dict):
-        raise SelectError(f"{url} is not a flavour catalogue", "point --index at the index root", 3)
+        raise SelectError(f"{url} is not a flavour catalogue", "point --index at the index root", SELECT_FAILED)
     return data
 
 
@@ -445,7 +450,7 @@ def refuse_cpu(machine: Machine, cands: Sequence[Candidate]) -> SelectError:
     cuda = [c for c in cands if c.entry.get("cuda")]
     why = "; ".join(f"{g.describe()}: {unused(g, cuda)}" for g in machine.gpus)
     return SelectError(f"no GPU flavour in the catalogue runs here, only the CPU one: {why}",
-                       serving_flavours(machine) + "; or pass --allow-cpu to install the cpu flavour", 4)
+                       serving_flavours(machine) + "; or pass --allow-cpu to install the cpu flavour", SELECT_FAILED)
 
 
 def serving_flavours(machine: Machine) -> str:
@@ -480,7 +485,7 @@ def choose(catalogue: Dict[str, Any], machine: Machine, *, base_url: str,
                   "ask for a flavour with code for these GPUs, or a cpu flavour")
         if machine.gpus:
             remedy = serving_flavours(machine)
-        raise SelectError(f"no flavour in the catalogue runs here: {reasons}", remedy, 4)
+        raise SelectError(f"no flavour in the catalogue runs here: {reasons}", remedy, SELECT_FAILED)
     best = ok[0]
     lines = list(best.why)
     if best.tier == 2 and machine.gpus:
@@ -534,7 +539,9 @@ def say(text: str) -> None:
 
 
 def run(args: argparse.Namespace, *, runner: Runner, install: Callable[[List[str]], int] = subprocess_install,
-        default_index: str = "", out: Callable[[str], None] = say, nvml: Any = None) -> int:
+        default_index: str = "", out: Callable[[str], None] = say, nvml: Any = None, python: str = "") -> int:
+    """Print (or with --install run) the pip command for the best flavour. ``python``: the interpreter the
+    command names (default: this one, which is the user's when they run this script)."""
     index = args.index or DEFAULT_INDEX_URL or default_index
     if not index:
         raise SelectError("no index given", "pass --index URL (the index root that holds flavours.json)", 2)
@@ -542,7 +549,7 @@ def run(args: argparse.Namespace, *, runner: Runner, install: Callable[[List[str
     detected = detect(runner, nvml=nvml) if args.gpus is None or args.driver_cuda is None else Machine(())
     machine = override(detected, args.gpus, args.driver_cuda)
     choice = choose(fetch_catalogue(url), machine, base_url=url, allow_cpu=bool(getattr(args, "allow_cpu", False)))
-    cmd = pip_command(choice, python=sys.executable, extras=args.extra, index_only=args.index_only)
+    cmd = pip_command(choice, python=python or sys.executable, extras=args.extra, index_only=args.index_only)
     if args.json:
         out(json.dumps({"flavour": choice.flavour, "version": choice.version, "index_url": choice.index_url,
                         "jit": choice.jit, "command": cmd, "explain": choice.lines,

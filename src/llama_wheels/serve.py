@@ -1,4 +1,4 @@
-"""The guide's last step with the built wheel: ``nox -s serve -- --model GGUF``.
+"""The hand procedure's last step with the built wheel: ``nox -s serve -- --model GGUF``.
 
 A fresh venv, the wheel (with ``[server]``) installed from the wheelhouse alone, then
 ``python -m llama_cpp.server --model M --n_gpu_layers N --main_gpu 0 --host H --port P`` in the
@@ -31,7 +31,7 @@ SERVER_EXTRA = "server"
 
 def server_command(venv_python: str, model: Path, *, host: str, port: int, n_gpu_layers: int,
                    extra: tuple[str, ...] = ()) -> list[str]:
-    """The guide's server line (``--n_gpu_layers -1``: every layer on the GPU)."""
+    """The hand procedure's server line (``--n_gpu_layers -1``: every layer on the GPU)."""
     return [venv_python, "-m", "llama_cpp.server", "--model", str(model), "--n_gpu_layers", str(n_gpu_layers),
             "--main_gpu", "0", "--host", host, "--port", str(port), *extra]
 
@@ -161,7 +161,7 @@ def run(options: Options, args: ServeRequest, env: Mapping[str, str], log: Logge
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """The subcommand's arguments; the caller sets its handler."""
     s: argparse.ArgumentParser
-    s = sub.add_parser("serve", help="serve a GGUF model with a built wheel (the guide's last step)",
+    s = sub.add_parser("serve", help="serve a GGUF model with a built wheel (the last step by hand)",
                        description="A fresh venv with the wheel and [server] from the wheelhouse, then "
                                    "python -m llama_cpp.server on your model; prints the URL of /docs; Ctrl-C "
                                    "stops it.")

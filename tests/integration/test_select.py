@@ -63,7 +63,7 @@ def test_served_selector_installs_the_right_flavour_from_a_bare_venv(served: str
     for machine, flavour, version in [
         (["--gpus", "9.0", "--driver-cuda", "13.0"], "cu130-sm90", "0.3.36+cu130.sm90"),
         (["--gpus", "8.9", "--driver-cuda", "13.0"], "cu130-sm86-89-120", "0.3.36+cu130.sm86.89.120"),
-        # driver too old for every GPU flavour: the CPU wheel, only when asked for (else exit 4, next)
+        # driver too old for every GPU flavour: the CPU wheel, only when asked for (else exit 17, next)
         (["--gpus", "8.9", "--driver-cuda", "12.9", "--allow-cpu"], "cpu", "0.3.36+cpu"),
         (["--gpus", "none"], "cpu", "0.3.36+cpu"),
     ]:
@@ -77,7 +77,7 @@ def test_served_selector_installs_the_right_flavour_from_a_bare_venv(served: str
         assert got == version
     res = subprocess.run([py, str(script), "--index", served, "--gpus", "8.9", "--driver-cuda", "12.9"], env=env,
                          capture_output=True, text=True, timeout=60, check=False)
-    assert res.returncode == 4 and "cu124-sm89 would serve" in res.stderr and "--allow-cpu" in res.stderr
+    assert res.returncode == 17 and "cu124-sm89 would serve" in res.stderr and "--allow-cpu" in res.stderr
     # the real CPU wheel, with its dependencies from the same flavour index, imports and runs
     out = subprocess.run([py, "-c", "import llama_cpp; print(llama_cpp.llama_supports_gpu_offload())"], env=env,
                          capture_output=True, text=True, check=True).stdout.strip()

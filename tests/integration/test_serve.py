@@ -1,4 +1,4 @@
-"""`nox -s serve`: the guide's last step with the CPU wheel of the shared fixture, a real server, real HTTP."""
+"""`nox -s serve`: the last step by hand with the CPU wheel of the shared fixture, a real server, real HTTP."""
 
 from __future__ import annotations
 

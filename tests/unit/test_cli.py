@@ -85,3 +85,55 @@ def test_handlers_only_parse_and_call() -> None:
     assert len(handlers) >= 10
     long = {f.name: (f.end_lineno or 0) - f.lineno + 1 for f in handlers}
     assert {k: n for k, n in long.items() if n > 15} == {}
+
+
+@pytest.mark.parametrize(("argv", "at_once"), [
+    (["build", "--help"], True),
+    (["build", "--dry-run", "-h"], True),
+    (["build", "--bogus"], True),
+    (["build", "--cuda-runtime", "nope"], True),
+    (["build", "--cache-backend", "ccache", "--cache-remote", "redis://x:1", "--cache-read-only", "--dry-run"], False),
+    (["build", "--archs", "90", "--dry-run"], False),  # arch sets are judged by the doctor, in the venv
+    (["publish"], True),  # nothing to publish to
+    (["publish", "--sync-to", "/srv/index"], False),
+    (["smoke"], True),  # no wheels in the test wheelhouse
+    (["bench", "--flavour", "cu130-sm90"], True),
+    (["cibuildwheel", "--platform", "mac"], True),
+    (["cibuildwheel", "--print-build-identifiers"], False),
+    (["index", "--variants"], False),
+])
+def test_answers_at_once(tmp_path: Path, argv: list[str], at_once: bool) -> None:
+    """What the nox sessions answer with nox's own Python and no venv: help, argument errors, missing inputs."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert cli.answers_at_once(argv, {"PATH": "", "LLAMA_WHEELS_ROOT": str(tmp_path)}) is at_once
+
+
+def test_answers_at_once_runs_nothing(tmp_path: Path, hermetic: list[str]) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    env = {"PATH": "", "LLAMA_WHEELS_ROOT": str(tmp_path)}
+    assert cli.answers_at_once(["build", "--dry-run", "--cpu"], env) is False
+    assert hermetic == []
+
+
+def test_select_from_the_tool_venv_names_the_users_python(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`scripts/run invoke select` runs in .tools/: its printed command names `python` (the user's), and
+    --install is refused with that command, since it would install into the tool's venv."""
+    from llama_wheels.index import build_index
+
+    from ._catalogue_house import make_house
+
+    house = make_house(tmp_path / "proj", ["cpu", "cu130-sm90"])
+    build_index(house)
+    (tmp_path / "proj" / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    argv = ["select", "--index", str(house / "index"), "--gpus", "9.0", "--driver-cuda", "13.0"]
+    env = {"PATH": "", "LLAMA_WHEELS_ROOT": str(tmp_path / "proj")}
+    assert main(argv, env=env) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{__import__('sys').executable} -m pip install ")
+    monkeypatch.setattr("sys.prefix", str(tmp_path / "proj" / ".tools"))
+    assert main(argv, env=env) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("python -m pip install llama-cpp-python==0.3.36+cu130.sm90 --extra-index-url ")
+    assert main([*argv, "--install"], env=env) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "not yours" in err[0] and err[0].endswith(line)

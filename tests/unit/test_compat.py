@@ -43,7 +43,7 @@ def test_every_driver_row(row) -> None:
 
 def test_driver_table_reads() -> None:
     assert highest_cuda_for_driver("580.159.04") == (13, 0)  # the lent H100's driver
-    assert highest_cuda_for_driver("576.52", windows=True) == (12, 9)  # the guide's driver
+    assert highest_cuda_for_driver("576.52", windows=True) == (12, 9)  # the hand procedure's driver
     assert highest_cuda_for_driver("470.82.01") is None
 
 

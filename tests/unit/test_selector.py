@@ -118,7 +118,7 @@ def test_driver_too_old_for_cuda13_gets_cpu_only_when_allowed_and_names_the_driv
                             "warning: the CPU flavour on a machine with NVIDIA GPUs (--allow-cpu)"]
     with pytest.raises(selector.SelectError) as err:
         selector.choose(cat, machine, base_url=url, fits=fits)
-    assert err.value.return_code == 4
+    assert err.value.return_code == selector.SELECT_FAILED
     assert "cu124-sm89 would serve GPU 0 NVIDIA GeForce RTX 4090 (sm_89): build it with --archs 89 " \
            "--cuda system:12.4 and that toolkit installed" in err.value.remedy
 
@@ -128,7 +128,7 @@ def test_driver_too_old_and_no_cpu_flavour_is_a_clear_refusal(tmp_path: Path) ->
                               nvml=None, env={}, windows=True)
     with pytest.raises(selector.SelectError) as err:
         pick(tmp_path, ["cu130-sm90", "cu130-sm86-89-120"], machine)
-    assert "580.88" in err.value.one_line() and err.value.return_code == 4
+    assert "580.88" in err.value.one_line() and err.value.return_code == selector.SELECT_FAILED
     assert err.value.remedy == ("cu124-sm89 would serve GPU 0 NVIDIA GeForce RTX 4090 (sm_89): build it with "
                                 "--archs 89 --cuda system:12.4 and that toolkit installed (README: Drivers older than "
                                 "580), or update the driver to >= 580 for the CUDA 13 flavours")
@@ -291,7 +291,7 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_missing_catalogue_says_where_it_looked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert selector.main(["--index", str(tmp_path), "--gpus", "none", "--driver-cuda", "13.0"]) == 3
+    assert selector.main(["--index", str(tmp_path), "--gpus", "none", "--driver-cuda", "13.0"]) == 17
     assert "flavours.json" in capsys.readouterr().err
 
 
@@ -333,7 +333,7 @@ def t4_550() -> selector.Machine:
 def test_a100_on_535_never_gets_the_cpu_flavour_silently(tmp_path: Path) -> None:
     with pytest.raises(selector.SelectError) as err:
         pick(tmp_path, ALL, a100_535())
-    assert err.value.return_code == 4
+    assert err.value.return_code == selector.SELECT_FAILED
     assert err.value.message == (
         "no GPU flavour in the catalogue runs here, only the CPU one: GPU 0 NVIDIA A100-SXM4-80GB (sm_80): "
         "cu130-sm86-89-120, cu130-sm90: needs a driver for CUDA >= 13.0 (Linux >= 580.65.06, Windows >= 580.88); "
@@ -382,7 +382,7 @@ def test_550_driver_runs_cuda_12_8_and_580_prefers_cuda_13(tmp_path: Path) -> No
 def test_command_line_exit_code_and_allow_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     index(tmp_path, ALL)
     root = str(tmp_path / "wheelhouse" / "index")
-    assert selector.main(["--index", root, "--gpus", "8.0", "--driver-cuda", "13.0"]) == 4
+    assert selector.main(["--index", root, "--gpus", "8.0", "--driver-cuda", "13.0"]) == selector.SELECT_FAILED
     err = capsys.readouterr().err
     assert err.startswith("error: no GPU flavour") and "cu130-sm80 would serve" in err and "--allow-cpu" in err
     assert selector.main(["--index", root, "--gpus", "8.0", "--driver-cuda", "13.0", "--allow-cpu"]) == 0

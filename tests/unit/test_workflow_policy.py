@@ -227,3 +227,33 @@ def test_windows_tools_go_into_a_venv() -> None:
     assert tools and all(ln.startswith((".tools\\Scripts\\", "scripts\\run.cmd ")) for ln in tools), tools
     for uses in re.findall(r"uses: (\S+)", WORKFLOWS["gpu-wheels.yml"].read_text()):  # third-party: pinned
         assert uses.startswith("actions/") or re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", uses), uses
+
+
+def build_log_problems(wf: Workflow) -> list[str]:
+    """Every job that compiles (a build session, or the suite through .ci/run) uploads its build log when it
+    fails, with an action pinned by SHA."""
+    out = []
+    for name, job in wf["jobs"].items():
+        if not re.search(r"nox -s build_(cuda|cpu)|\.ci/run", runs(job)):
+            continue
+        ups = [s for s in job.get("steps", []) if str(s.get("uses", "")).startswith("actions/upload-artifact@")
+               and "failure()" in str(s.get("if", "")) and "build.log" in str(s.get("with", {}).get("path", ""))]
+        if not ups:
+            out.append(f"job {name} compiles but uploads no build.log on failure")
+        out += [f"job {name}: {s['uses']} is not pinned by SHA" for s in ups
+                if not re.fullmatch(r"actions/upload-artifact@[0-9a-f]{40}", str(s["uses"]))]
+    return out
+
+
+def test_build_logs_are_uploaded_on_failure() -> None:
+    for name in WORKFLOWS:
+        assert build_log_problems(load(name)) == [], name
+    broken = load("ci.yml")
+    steps = broken["jobs"]["tests"]["steps"]
+    broken["jobs"]["tests"]["steps"] = [s for s in steps if "upload" not in str(s.get("uses"))]
+    assert build_log_problems(broken) == ["job tests compiles but uploads no build.log on failure"]
+    unpinned = load("gpu-wheels.yml")
+    for s in unpinned["jobs"]["build"]["steps"]:
+        if "failure()" in str(s.get("if", "")):
+            s["uses"] = "actions/upload-artifact@v4"
+    assert build_log_problems(unpinned) == ["job build: actions/upload-artifact@v4 is not pinned by SHA"]

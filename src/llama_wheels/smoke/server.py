@@ -1,4 +1,4 @@
-"""The OpenAI-compatible server as the guide starts it (``python -m llama_cpp.server``), on a free loopback
+"""The OpenAI-compatible server as it is started by hand (``python -m llama_cpp.server``), on a free loopback
 port: start, wait until ready, the five HTTP checks (streaming included), and always stopped."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def http(method: str, url: str, body: Mapping[str, Any] | None = None, timeout: 
 
 
 class Server:
-    """``python -m llama_cpp.server`` as the guide starts it, on a loopback port; always stopped."""
+    """``python -m llama_cpp.server`` as started by hand, on a loopback port; always stopped."""
 
     def __init__(self, venv_python: str, model: Path, port: int, n_gpu_layers: int, log_path: Path,
                  env: Mapping[str, str], extra: tuple[str, ...] = ()) -> None:

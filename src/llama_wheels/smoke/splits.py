@@ -67,7 +67,7 @@ class GpuRun:
 
 
 def plan_runs(selected: list[Gpu], support: SplitSupport | None) -> list[GpuRun]:
-    """One run per card (the guide's --main_gpu, done with CUDA_VISIBLE_DEVICES); with several cards, then
+    """One run per card (--main_gpu by hand, done with CUDA_VISIBLE_DEVICES); with several cards, then
     each split mode over all of them. ``support`` None (not probed) plans every mode and lets the loader's
     own message decide; a mode the probe says is missing becomes a skip with the reason."""
     runs = [GpuRun(f"GPU {g.index}", str(g.index)) for g in selected]
