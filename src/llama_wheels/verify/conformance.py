@@ -258,8 +258,9 @@ def lib_dir_of(venv_python: str) -> Path:
 
 
 def _run_to_dict(r: OpRun) -> dict[str, object]:
-    return {"backend": r.backend, "what": r.what, "argv": list(r.argv), "summary": list(r.summary) if r.summary else None,
-            "backend_ok": r.backend_ok, "returncode": r.returncode, "seconds": r.seconds,
+    return {"backend": r.backend, "what": r.what, "argv": list(r.argv),
+            "summary": list(r.summary) if r.summary else None, "backend_ok": r.backend_ok,
+            "returncode": r.returncode, "seconds": r.seconds,
             "log": str(r.log) if r.log else None,
             "cases": [[c.op, c.params, c.status, c.detail] for c in r.cases]}
 
