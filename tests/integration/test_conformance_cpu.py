@@ -51,8 +51,10 @@ def test_graph_ops_of_a_model(plan: cf.ConformancePlan, work: Path) -> None:
     n = cf.export_graph(plan, model, test_file, dict(os.environ))
     ops = {int(line.split()[0]) for line in test_file.read_text().splitlines()}
     assert n >= 10 and len(ops) >= 6, test_file.read_text()[:2000]  # matmuls, norms, rope, softmax/FA, ...
-    run = cf.run_ops(plan, "CPU", dict(os.environ), what="graph of embedded", test_file=test_file)
-    assert run.returncode == 0 and run.counts()["fail"] == 0
-    assert run.counts()["ok"] + run.counts()["unsupported"] == n
+    log = plan.work / "graph.log"
+    run = cf.run_ops(plan, "CPU", dict(os.environ), what="graph of embedded", test_file=test_file, log=log)
+    # generic cases get random inputs: both backends may read the same NaN (then inconclusive, not failed)
+    assert run.failures == (), log.read_text()[-3000:]
+    assert run.counts()["ok"] + run.counts()["unsupported"] + len(run.inconclusive) == n
     j = judge(cf.OpConformance("cpu", (run,)))
-    assert j.status == "pass" and "graph of embedded" in j.detail
+    assert j.status in ("pass", "warn") and "graph of embedded" in j.detail, j.detail

@@ -79,3 +79,19 @@ def test_control_must_read_far_above_the_same_model(same: float, ok: bool) -> No
     j = judge(Sensitivity(control, _agreement(kld=nm.Summary(same, 0.0, 0.0))))
     assert (j.status == "pass") is ok, j.detail
     assert judge(Sensitivity(None, None, "quantizing failed")).status == "fail"
+
+
+def test_both_backends_nan_in_a_generic_graph_case_is_inconclusive_not_a_failure() -> None:
+    text = (FIX / "cpu-graph-embedded-both-nan.txt").read_text()
+    graph = _run(text, what="graph of embedded.gguf", rc=1)
+    (case,) = graph.inconclusive
+    assert case.op == "SWIGLU" and case.detail == "[NONE] NaN at index 722 (CPU=-nan CPU=-nan)"
+    assert graph.failures == ()
+    j = judge(cf.OpConformance("CPU", (graph,)))
+    assert j.status == "warn" and "1 generic case(s) inconclusive" in j.detail, j.detail
+    # upstream's own cases keep upstream's verdict: the same line in a default-ops run is a failure
+    default = _run(text, rc=1)
+    assert len(default.failures) == 1 and judge(cf.OpConformance("CPU", (default,))).status == "fail"
+    # one NaN side only is a real failure everywhere
+    one_side = text.replace("(CPU=-nan CPU=-nan)", "(CUDA0=-nan CPU=0.125000)")
+    assert judge(cf.OpConformance("GPU", (_run(one_side, what="graph of m", rc=1),))).status == "fail"
