@@ -85,3 +85,20 @@ def test_handlers_only_parse_and_call() -> None:
     assert len(handlers) >= 10
     long = {f.name: (f.end_lineno or 0) - f.lineno + 1 for f in handlers}
     assert {k: n for k, n in long.items() if n > 15} == {}
+
+
+def test_a_module_missing_from_the_runners_python_is_one_line(capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from llama_wheels import model
+
+    def needs_gguf(path: Path) -> int:
+        import gguf_not_installed_here  # type: ignore[import-not-found]  # noqa: F401
+
+        return 0
+
+    monkeypatch.setattr(model, "validate", needs_gguf)
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    got, err = run(["serve", "--model", str(tmp_path / "m.gguf")], capsys)
+    assert got == 3 and "Traceback" not in err, err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert "has no module 'gguf_not_installed_here'" in line and "nox -s" in line
