@@ -117,7 +117,7 @@ def pid_alive(pid: int) -> bool:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or no PID can be that large
         return False
     except (PermissionError, OSError):
         return True  # someone else's live process (or a platform that cannot tell): keep its file

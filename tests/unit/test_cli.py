@@ -49,6 +49,14 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str], **env: str) -> tupl
     (["doctor", "--archs", ""], 2, "--arch-set/--archs: an empty value is not allowed"),
     (["clean-temp", "--root", "/", "--dry-run"], 10, "filesystem or drive root"),
     (["publish"], 2, "nothing to publish to"),
+    # issue 24: ports, empty values, missing published folders
+    (["smoke", "--port", "70000"], 2, "--port: '70000' is not a port: give 1-65535"),
+    (["smoke", "--port", "-1"], 2, "--port: '-1' is not a port: give 1-65535"),
+    (["serve", "--model", "m.gguf", "--port", "70000"], 2, "--port: '70000' is not a port"),
+    (["smoke", "--model", ""], 2, "--model: an empty value is not allowed"),
+    (["smoke", "--flavour", ""], 2, "--flavour: an empty value is not allowed"),
+    (["serve", "--model", ""], 2, "--model: an empty value is not allowed"),
+    (["index", "--seed-from", "/nonexistent/published"], 2, "--seed-from /nonexistent/published does not exist"),
     (["frobnicate"], 2, "invalid choice"),
 ])
 def test_bad_input(capsys: pytest.CaptureFixture[str], argv: list[str], code: int, fragment: str) -> None:
