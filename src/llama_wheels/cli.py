@@ -318,5 +318,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if debug:
             traceback.print_exc()
         log.error(f"this Python ({sys.executable}) has no module '{exc.name}', which this command needs; run it "
-                  f"through its nox session (scripts/run nox -s NAME installs what it needs), or pip install {exc.name}")
+                  f"through its nox session (scripts/run nox -s NAME installs what it needs), or pip install "
+                  f"{exc.name}")
         return 3

@@ -48,7 +48,7 @@ def storage_error(exc: OSError, folder: Path, needed: int | None = None) -> Stor
     if exc.errno in _FULL:
         need = f"{fmt_bytes(needed)} needed, " if needed else ""
         return StorageError(f"{folder} is full: no space left on device ({need}{fmt_bytes(free_bytes(folder))} free)",
-                            f"free space there (or give it more), or choose another folder; then run again")
+                            "free space there (or give it more), or choose another folder; then run again")
     if exc.errno in _READ_ONLY:
         return StorageError(f"{folder} is not writable ({os.strerror(exc.errno or 0)})",
                             "mount it read-write or fix its permissions, or choose another folder")
@@ -127,7 +127,7 @@ def pid_alive(pid: int) -> bool:
 def remove_stale_partials(folder: Path) -> list[Path]:
     """Remove the ``.NAME.PID.partial`` files under ``folder`` that this tool wrote from a process that is gone
     (a killed or interrupted run). Nothing else is touched; a live run's files are kept."""
-    gone = []
+    gone: list[Path] = []
     if not folder.is_dir():
         return gone
     for p in folder.rglob(".*.partial"):

@@ -280,7 +280,8 @@ def validate(path: Path) -> int:
     except _Truncated as exc:
         raise ModelError(f"{path} is truncated or corrupt: {exc}", "download or write the model again") from None
     except OSError as exc:
-        raise ModelError(f"{path} cannot be read: {exc.strerror or exc}", "check the file and its permissions") from None
+        raise ModelError(f"{path} cannot be read: {exc.strerror or exc}",
+                         "check the file and its permissions") from None
     if end > path.stat().st_size:
         raise ModelError(f"{path} is truncated: tensors need {end} bytes, the file has {path.stat().st_size}",
                          "download or write the model again")

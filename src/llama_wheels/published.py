@@ -111,7 +111,7 @@ def existing_folder(folder: Path, flag: str, *, create: bool) -> None:
         raise ConfigError(f"{flag} {folder} is not a folder", f"give the published index folder to {flag}")
     if not create:
         raise ConfigError(f"{flag} {folder} does not exist",
-                          f"check the path; for a first release pass --create to start a new published folder there")
+                          "check the path; for a first release pass --create to start a new published folder there")
     with storage_errors(existing_ancestor(folder)):
         folder.mkdir(parents=True)
 

@@ -168,8 +168,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, metavar="GGUF", type=not_blank("the path of a .gguf file"),
                    help="the model file to serve")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--flavour", type=not_blank("a flavour name, e.g. cu130-sm90"), help="which built flavour, e.g. cu130-sm86-89-120 (needed when several are built)")
-    g.add_argument("--wheel", type=not_blank("the path of a .whl file"), help="one wheel file (its folder must hold its dependency wheels)")
+    g.add_argument("--flavour", type=not_blank("a flavour name, e.g. cu130-sm90"),
+                   help="which built flavour, e.g. cu130-sm86-89-120 (needed when several are built)")
+    g.add_argument("--wheel", type=not_blank("the path of a .whl file"),
+                   help="one wheel file (its folder must hold its dependency wheels)")
     s.add_argument("--port", type=port_number, help="port, 1-65535 (default, or 0: a free one)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
     s.add_argument("--n-gpu-layers", type=int, default=-1, metavar="N",

@@ -240,8 +240,6 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
 
 def test_a_wheelhouse_on_another_filesystem_takes_the_wheel(tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
     """EXDEV: the staged wheel (build dir, on disk) and the wheelhouse (a tmpfs) are on two filesystems."""
-    from llama_wheels.fs import move_into
-
     wh = tmpfs("wh")
     (tmp_path / "staging").mkdir()
     staged = make_wheel(tmp_path / "staging", files=LIB)
@@ -251,6 +249,8 @@ def test_a_wheelhouse_on_another_filesystem_takes_the_wheel(tmp_path: Path, tmpf
     final = wh / "cpu" / staged.name
     manifest.publish(wh, staged, final, {"flavour": "cpu", "filename": staged.name, "sha256": good},
                      say=lambda _: None)
+    from llama_wheels.fs import move_into
+
     move_into(dep, wh / "cpu" / dep.name)  # what build.gather_dependency_wheels does with each new one
     assert sha(final) == good and not staged.exists() and not dep.exists()
     assert json.loads((wh / "manifest.json").read_text())["wheels"][f"cpu/{staged.name}"]["sha256"] == good

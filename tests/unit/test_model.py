@@ -139,7 +139,7 @@ def test_ggml_type_sizes_match_the_gguf_package() -> None:
 
     from llama_wheels.model import GGML_TYPE_SIZES
 
-    assert GGML_TYPE_SIZES == {int(t): tuple(v) for t, v in GGML_QUANT_SIZES.items()}
+    assert {int(t): tuple(v) for t, v in GGML_QUANT_SIZES.items()} == GGML_TYPE_SIZES
 
 
 def test_validate_agrees_with_gguf_on_a_quantized_model(tmp_path: Path) -> None:

