@@ -29,8 +29,7 @@ def check_others(wheelhouse: Path, entries: dict[str, dict[str, object]], log: L
     for w in other_wheels(wheelhouse):
         checked += 1
         if w not in recorded:
-            log.error(f"{w}: not recorded in manifest.json: no build of ours or its dependency resolution put it "
-                      "there; remove it (it would never be indexed or published)")
+            log.error(f"{wheelhouse}/{manifest.unrecorded(wheelhouse, entries, w)} (it is never indexed or published)")
             bad += 1
             continue
         try:

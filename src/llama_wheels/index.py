@@ -96,8 +96,7 @@ def validate(wheelhouse: Path, current: dict[str, list[Path]], files_dir: Path,
     for wheels in current.values():
         for wheel in wheels:
             if not unrecorded_ok and wheel not in recorded:
-                damaged.append(f"{wheel.relative_to(wheelhouse)}: not recorded in manifest.json (no build of ours "
-                               "or its dependency resolution put it there): remove it")
+                damaged.append(manifest.unrecorded(wheelhouse, entries, wheel))
                 continue
             try:
                 shas[wheel] = verify(wheel, recorded.get(wheel))

@@ -201,6 +201,19 @@ def missing(wheelhouse: Path) -> bool:
     return not (wheelhouse / NAME).exists()
 
 
+def unrecorded(wheelhouse: Path, entries: Mapping[str, Mapping[str, Any]], wheel: Path) -> str:
+    """The problem line for a wheel no entry records, with the right remedy: where an entry of its folder was
+    written before dependency wheels were recorded with their sha256, a rebuild (nothing recompiles) records
+    them; otherwise no build of ours put it there."""
+    legacy = any((wheelhouse / k).parent == wheel.parent and "dependencies" not in e for k, e in entries.items())
+    if legacy:
+        return (f"{wheel.relative_to(wheelhouse)}: not recorded in manifest.json (its flavour was built before "
+                "dependency wheels were recorded): rebuild that flavour to record them, or remove it if no build "
+                "put it there")
+    return (f"{wheel.relative_to(wheelhouse)}: not recorded in manifest.json: no build of ours or its dependency "
+            "resolution put it there; remove it")
+
+
 def recorded_files(wheelhouse: Path, entries: Mapping[str, Mapping[str, Any]]) -> dict[Path, str | None]:
     """Every wheel a build put into the wheelhouse: each entry's wheel and its dependency wheels (in its
     flavour folder), with the sha256 recorded for it (None where an older manifest recorded only the name)."""

@@ -130,16 +130,15 @@ def check_release(wheelhouse: Path, *, flavour: str | None, upload_to: str | Non
     wheels: list[Path] = []
     if upload_to:
         wheels = upload_candidates(wheelhouse, flavour)
-        if manifest.missing(wheelhouse):
+        unrecorded_ok = manifest.missing(wheelhouse)
+        if unrecorded_ok:
             warn(f"{wheelhouse / manifest.NAME} is missing: these wheels cannot be checked against what "
                  "was built (only their zip and RECORD are)")
-            recorded: dict[Path, str | None] = {}
-        else:
-            recorded = manifest.recorded_files(wheelhouse, manifest.entries(wheelhouse))
+        entries = manifest.entries(wheelhouse)
+        recorded = manifest.recorded_files(wheelhouse, entries)
         for w in wheels:
-            if recorded and w not in recorded:
-                problems.append(f"{w.relative_to(wheelhouse)}: not recorded in manifest.json (no build of ours put "
-                                "it there)")
+            if not unrecorded_ok and w not in recorded:
+                problems.append(manifest.unrecorded(wheelhouse, entries, w))
                 continue
             try:
                 sha = verify(w, recorded.get(w))
@@ -157,8 +156,16 @@ def check_release(wheelhouse: Path, *, flavour: str | None, upload_to: str | Non
             if want is None:
                 problems.append(f"{name}: listed in {STATE} but on no index page (run nox -s index again)")
                 continue
+            if not f.is_file():
+                problems.append(f"index/files/{name} is missing (run nox -s index again)")
+                continue
+            got = _sha(f)
+            if got != want:
+                problems.append(f"index/files/{name}: sha256 {got} is not the {want} its index pages list")
+                continue
             try:
-                verify(f, want) if name.endswith(".whl") else None
+                if name.endswith(".whl"):
+                    verify(f)  # zip CRCs and RECORD
             except DamagedWheel as exc:
                 problems.append(f"index/files/{exc.message}")
                 continue

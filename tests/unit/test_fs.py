@@ -129,3 +129,17 @@ def test_port_and_blank_values() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="an empty value is not allowed; give a GGUF"):
         not_blank("a GGUF")("  ")
     assert not_blank("x")("m.gguf") == "m.gguf"
+
+
+def test_an_unrecorded_wheel_gets_the_remedy_that_fits(tmp_path: Path) -> None:
+    wh = tmp_path / "wh"
+    ours = {"cpu/llama_cpp_python-0.3.36+cpu-py3-none-any.whl": {"sha256": "a", "dependencies": {"dep-1.whl": "b"}}}
+    old = {"cu130-sm90/llama_cpp_python-0.3.36+cu130.sm90-py3-none-any.whl": {"sha256": "c",
+                                                                              "dependency_wheels": []}}
+    entries = {**ours, **old}
+    assert set(manifest.recorded_files(wh, entries)) == {wh / k for k in entries} | {wh / "cpu" / "dep-1.whl"}
+    assert manifest.recorded_files(wh, entries)[wh / "cpu" / "dep-1.whl"] == "b"
+    stray = manifest.unrecorded(wh, entries, wh / "cpu" / "evil-1.0-py3-none-any.whl")
+    assert stray.startswith("cpu/evil-1.0-py3-none-any.whl: not recorded in manifest.json: no build of ours")
+    legacy = manifest.unrecorded(wh, entries, wh / "cu130-sm90" / "fastapi-1.0-py3-none-any.whl")
+    assert "rebuild that flavour to record them" in legacy
