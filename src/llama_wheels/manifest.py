@@ -144,7 +144,7 @@ def publish(wheelhouse: Path, staged: Path, final: Path, entry: Mapping[str, Any
 
     Returns the entry it replaced, if any (a rebuild of the same file name)."""
     key = final.relative_to(wheelhouse).as_posix()
-    with lock(wheelhouse, say):
+    with lock(wheelhouse, say), storage_errors(wheelhouse, staged.stat().st_size):  # full or read-only: one line
         recover(wheelhouse)
         previous = read(wheelhouse)["wheels"].get(key)
         _write_json(wheelhouse / JOURNAL, {"key": key, "entry": dict(entry)})

@@ -343,3 +343,20 @@ def test_offline_without_a_prefetch_folder_names_the_prefetch_session(tmp_path: 
     assert res.returncode != 0
     assert f"{tmp_path / 'no-prefetch' / 'wheels'} does not exist; run nox -s prefetch" in res.stdout, res.stdout
     assert "No matching distribution" not in res.stdout and "pip install" not in res.stdout
+
+
+def test_a_build_into_a_wheelhouse_on_another_filesystem(cpu_build: Path, lw_env: dict[str, str],
+                                                         tmpfs: Callable[..., Path]) -> None:
+    """The battery's N3d: the session's build dir on disk, the wheelhouse on a tmpfs (the compile is warm)."""
+    wh = tmpfs("wh-build", "300m")
+    env = {**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(wh)}
+    res = lw("build", "--cpu", env=env)
+    assert res.returncode == 0 and "Invalid cross-device link" not in res.stdout, res.stdout[-3000:]
+    assert os.stat(cpu_build).st_dev != os.stat(wh).st_dev
+    (entry,) = json.loads((wh / "manifest.json").read_text())["wheels"].values()
+    deps = entry["dependencies"]
+    assert any(n.startswith("fastapi-") for n in deps)  # the server variant's dependency wheels, recorded
+    assert {p.name for p in (wh / "cpu").glob("*.whl")} == {entry["filename"], *deps}
+    assert all(sha(wh / "cpu" / n) == h for n, h in deps.items())
+    assert not list(wh.rglob("*.partial"))
+    assert lw("check-wheels", env=env, timeout=300).returncode == 0
