@@ -26,7 +26,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from llama_wheels.digest import sha256_file
-from llama_wheels.errors import InUse, ManifestDamaged
+from llama_wheels.errors import InUse, ManifestDamaged, StorageError
 from llama_wheels.fs import move_into, storage_errors
 
 NAME = "manifest.json"
@@ -164,11 +164,17 @@ def entries_locked(wheelhouse: Path) -> dict[str, dict[str, Any]]:
 
 
 def entries(wheelhouse: Path) -> dict[str, dict[str, Any]]:
-    """The entries, for a reader: no lock and no write (a read-only wheelhouse works). manifest.json only ever
-    changes by an atomic rename, so a read sees one state or the next; a publish a kill interrupted is
-    rolled forward here in memory only (the next locked call writes it)."""
+    """The entries, for a reader: no lock and no write unless a kill interrupted a publish (then it is
+    completed under the lock, or, in a read-only wheelhouse, rolled forward in memory only). manifest.json
+    only ever changes by an atomic rename, so a read sees one state or the next."""
     if not wheelhouse.is_dir():
         return {}
+    if (wheelhouse / JOURNAL).exists():
+        try:
+            with lock(wheelhouse):
+                return entries_locked(wheelhouse)
+        except StorageError:
+            pass  # read-only: nothing to lock or complete here
     data = dict(read(wheelhouse)["wheels"])
     try:
         pending = json.loads((wheelhouse / JOURNAL).read_text(encoding="utf-8"))

@@ -360,3 +360,18 @@ def test_a_build_into_a_wheelhouse_on_another_filesystem(cpu_build: Path, lw_env
     assert all(sha(wh / "cpu" / n) == h for n, h in deps.items())
     assert not list(wh.rglob("*.partial"))
     assert lw("check-wheels", env=env, timeout=300).returncode == 0
+
+
+def test_a_read_only_wheelhouse_with_an_interrupted_publish_is_read(tmpfs: Callable[..., Path]) -> None:
+    """A kill between the move and the manifest write left a journal; on a read-only mount it is rolled forward
+    in memory (no lock, no write), where a writable wheelhouse completes it."""
+    def fill(where: Path) -> None:
+        wh, _, _ = recorded_house(where)
+        late = make_wheel(wh / "cpu", "0.3.37+cpu", files=LIB)
+        (wh / manifest.JOURNAL).write_text(json.dumps({"key": f"cpu/{late.name}", "entry": {
+            "flavour": "cpu", "filename": late.name, "sha256": sha(late)}}))
+
+    wh = tmpfs("ro-journal", ro=True, fill=fill) / "wheelhouse"
+    got = manifest.entries(wh)
+    assert sorted(e["filename"] for e in got.values()) == sorted(p.name for p in wh.glob("cpu/llama_cpp_python-*"))
+    assert (wh / manifest.JOURNAL).exists()
