@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels import bench, crosscheck, doctor, pipeline, selector, serve, smoke
-from llama_wheels.config import load_options, non_empty, positive_int
+from llama_wheels.config import load_options, non_empty, not_blank, positive_int
 from llama_wheels.errors import ConfigError, FatalError, PreflightError
 from llama_wheels.log import Logger
 
@@ -256,7 +256,8 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     i = sub.add_parser("index", help="write the static index (per flavour + combined) under wheelhouse/index/")
     i.add_argument("--base-url", help="absolute URL the index will be served from (default: relative links)")
     i.add_argument("--prune", action="store_true", help="drop published wheels that left the wheelhouse")
-    i.add_argument("--flavour", action="append", help="index only these flavours (repeatable)")
+    i.add_argument("--flavour", action="append", type=not_blank("a flavour name, e.g. cu130-sm90"),
+                   help="index only these flavours (repeatable)")
     i.add_argument("--offline", action="store_true", help="accepted for symmetry; indexing never uses the network")
     i.add_argument("--seed-from", metavar="DIR",
                    help="the published index folder (the --sync-to target): list its files too (fresh checkouts)")
@@ -274,9 +275,10 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
 
     u = sub.add_parser("publish", help="upload with twine and/or sync the static index to a folder")
     u.add_argument("--repository-url", help="a PyPI-compatible upload URL (credentials: TWINE_* env or keyring)")
-    u.add_argument("--flavour", help="publish one flavour only")
+    u.add_argument("--flavour", type=not_blank("a flavour name, e.g. cu130-sm90"), help="publish one flavour only")
     u.add_argument("--index-url", help="the server's simple API, to skip files already there (default: URL/simple/)")
-    u.add_argument("--sync-to", help="also copy wheelhouse/index/ into this folder (skips files already there)")
+    u.add_argument("--sync-to", type=not_blank("the published folder"),
+                   help="also copy wheelhouse/index/ into this folder (skips files already there)")
     u.add_argument("--create", action="store_true", help="create a missing --sync-to folder (else it is refused)")
     u.set_defaults(func=cmd_publish)
 

@@ -340,8 +340,6 @@ def upload(options: Options, env: Mapping[str, str], log: Logger, *, repository_
     of both is checked first (publish.check_release): one wrong file and nothing is sent anywhere."""
     if not repository_url and not sync_to:
         raise ConfigError("nothing to publish to", "give --repository-url URL and/or --sync-to DIR")
-    if sync_to == "":
-        raise ConfigError("--sync-to is empty", "give the published folder, or leave the flag out")
     if repository_url:
         publish.check_url(repository_url)
     wheels = publish.check_release(options.wheelhouse, flavour=flavour, upload_to=repository_url,

@@ -57,6 +57,8 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str], **env: str) -> tupl
     (["smoke", "--flavour", ""], 2, "--flavour: an empty value is not allowed"),
     (["serve", "--model", ""], 2, "--model: an empty value is not allowed"),
     (["index", "--seed-from", "/nonexistent/published"], 2, "--seed-from /nonexistent/published does not exist"),
+    (["publish", "--flavour", "", "--sync-to", "x"], 2, "--flavour: an empty value is not allowed"),
+    (["publish", "--sync-to", ""], 2, "--sync-to: an empty value is not allowed"),
     (["frobnicate"], 2, "invalid choice"),
 ])
 def test_bad_input(capsys: pytest.CaptureFixture[str], argv: list[str], code: int, fragment: str) -> None:
