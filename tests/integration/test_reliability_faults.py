@@ -208,6 +208,9 @@ def test_a_missing_manifest_is_a_loud_warning(tmp_path: Path, lw_env: dict[str, 
     res = lw("index", env=env_for(lw_env, wh), timeout=120)
     assert res.returncode == 0, res.stdout
     assert f"warning: {wh / 'manifest.json'} is missing: no wheel here can be checked" in res.stdout
+    # smoke says so too, before anything else (a missing model then stops it, cheaply)
+    res = lw("smoke", "--model", str(tmp_path / "no-model.gguf"), env=env_for(lw_env, wh), timeout=120)
+    assert res.returncode == 11 and f"warning: {wh / 'manifest.json'} is missing" in res.stdout, res.stdout
 
 
 # ------------------------------------------------------------------ real mounts (root) ---------------------
