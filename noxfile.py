@@ -174,6 +174,11 @@ def install(session: nox.Session, *names: str, project: bool = True) -> Any:
     when --offline is given. Returns the options."""
     opts = options(session)
     offline = "--offline" in session.posargs
+    if offline and not (opts.prefetch_dir / "wheels").is_dir():  # before pip says "No matching distribution"
+        from llama_wheels.errors import OfflineMissing
+
+        _fail(session, OfflineMissing(f"{opts.prefetch_dir / 'wheels'} does not exist",
+                                      "run nox -s prefetch and carry the folder here"))
     where = ["--no-index", "--find-links", str(opts.prefetch_dir / "wheels")] if offline else []
     tools = hosttools.pypi_requirements(os.environ, offline=offline) if "build" in names else []  # CMake/Ninja
     session.install(*where, *groups(*names), *tools, *(["."] if project else []))

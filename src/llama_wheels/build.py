@@ -18,7 +18,9 @@ from llama_wheels import cmd, compcache, farm, fatbin, manifest, sdist, toolkit,
 from llama_wheels.clean import in_use, owned_subdir, remove_tree_within
 from llama_wheels.compcache import CacheStats
 from llama_wheels.config import Options
+from llama_wheels.digest import sha256_file
 from llama_wheels.errors import BuildFailed, FatalError, OfflineMissing
+from llama_wheels.fs import move_into
 from llama_wheels.log import Logger, fmt_bytes, fmt_seconds
 from llama_wheels.plan import BuildStep, step_env
 
@@ -149,7 +151,7 @@ def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: 
         "build_seconds": round(result.seconds, 1), "cpu_seconds": round(result.cpu_seconds, 1),
         "cache": result.cache.as_dict(),
         "slim": {"dropped": slim.dropped, "deduplicated": slim.deduplicated, "renamed": slim.renamed},
-        "dependency_wheels": deps_added, "platform": platform.platform(),
+        "dependency_wheels": sorted(deps_added), "dependencies": deps_added, "platform": platform.platform(),
     }
     previous = manifest.publish(options.wheelhouse, final_staged, final, entry, say=log.info)
     if previous and previous.get("sha256") != report.sha256:
@@ -208,11 +210,14 @@ def _compiler_id(env: Mapping[str, str]) -> str:
 
 
 def gather_dependency_wheels(step: BuildStep, options: Options, wheel: Path, env: Mapping[str, str], offline: bool,
-                 all_from_source: bool) -> list[str]:
+                 all_from_source: bool) -> dict[str, str]:
     """Put the wheels the flavour's variants need next to it, and prove the install resolves offline.
 
     Everything lands in the step's staging folder first; only new dependency wheels move into the
-    wheelhouse, so a failure here leaves the published flavour exactly as it was.
+    wheelhouse (a rename, or copy + rename on the wheelhouse's filesystem when it is another one), so a
+    failure here leaves the published flavour exactly as it was. Returns every dependency wheel of the
+    resolution -> the sha256 of the file in the wheelhouse: the manifest records them, and only recorded
+    wheels are checked, indexed and published.
     """
     out = step.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -233,12 +238,12 @@ def gather_dependency_wheels(step: BuildStep, options: Options, wheel: Path, env
     resolves = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index",
              "--disable-pip-version-check", "--find-links", str(deps), "--find-links", str(wheel.parent), req]
     cmd.run(resolves, env=env, capture=True)
-    added = []
+    recorded = {}
     for dep in sorted(deps.glob("*.whl")):
         if not (out / dep.name).exists():
-            os.replace(dep, out / dep.name)
-            added.append(dep.name)
-    return added
+            move_into(dep, out / dep.name)
+        recorded[dep.name] = sha256_file(out / dep.name)
+    return recorded
 
 
 def summary_rows(results: Sequence[StepResult]) -> list[list[str]]:

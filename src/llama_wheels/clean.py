@@ -71,6 +71,22 @@ def _write_marker(root: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, root / MARKER)
 
 
+#: The build-dir example a refusal suggests, for this OS (C:\lwb keeps Windows paths short).
+EXAMPLE = "C:\\lwb or .\\build" if os.name == "nt" else "./build (the default) or /var/tmp/lwb"
+
+
+def inside_source_tree(root: Path) -> str | None:
+    """Why ``root`` may not be a build dir because of where it lies, or None: inside a repository's ``.git``
+    folder (git's own files), or inside a project's ``src/`` (a build there would be packaged and imported)."""
+    real = Path(os.path.realpath(root))
+    for p in (real, *real.parents):
+        if p.name == ".git":
+            return f"{root} is inside the repository folder {p}"
+        if p.name == "src" and any((p.parent / n).is_file() for n in ("pyproject.toml", "setup.py", "setup.cfg")):
+            return f"{root} is inside the source folder {p} of the project {p.parent}"
+    return None
+
+
 def claim(root: Path) -> None:
     """Make ``root`` ours: create it, or take it over only while it is empty or already carries our marker.
 
@@ -79,6 +95,9 @@ def claim(root: Path) -> None:
     """
     if _is_link(root):
         raise CleanRefused(f"{root} is a symlink or junction", "point build-dir at a real folder")
+    inside = inside_source_tree(root)
+    if inside:
+        raise CleanRefused(inside, f"set build-dir (LLAMA_WHEELS_BUILD_DIR) to a folder of its own, e.g. {EXAMPLE}")
     if root.exists() and not root.is_dir():
         raise CleanRefused(f"{root} exists and is not a folder", "set build-dir to a new or empty folder")
     if root.is_dir() and _read_marker(root) is not None:
@@ -256,7 +275,7 @@ def clean_build_dir(root: Path, env: Mapping[str, str], *, dry_run: bool, report
     why = refuse_reason(root, env, project_root)
     if why:
         raise CleanRefused(f"refusing to clean {root}: {why.split(': ', 1)[-1] if ': ' in why else why}",
-                           "set build-dir to a folder of its own, e.g. C:\\lwb or ./build")
+                           f"set build-dir to a folder of its own, e.g. {EXAMPLE}")
     if not root.exists():
         report.skipped.append((str(root), "does not exist"))
         return

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels import bench, crosscheck, doctor, pipeline, selector, serve, smoke
-from llama_wheels.config import load_options, non_empty, positive_int
+from llama_wheels.config import load_options, non_empty, not_blank, positive_int
 from llama_wheels.errors import ConfigError, FatalError, PreflightError
 from llama_wheels.log import Logger
 from llama_wheels.smoke.targets import select_wheels
@@ -104,7 +104,7 @@ def cmd_prefetch(args: argparse.Namespace, env: Mapping[str, str], log: Logger) 
 
 def cmd_index(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
     pipeline.index(load_options(env), log, base_url=args.base_url, prune=args.prune, flavours=args.flavour,
-                   seed_from=Path(args.seed_from) if args.seed_from else None,
+                   seed_from=Path(args.seed_from) if args.seed_from else None, create=args.create,
                    extra_catalogue=Path(args.extra_catalogue) if args.extra_catalogue else None,
                    variant_copies=args.variants, env=env)
     return 0
@@ -117,7 +117,7 @@ def cmd_select(args: argparse.Namespace, env: Mapping[str, str], log: Logger) ->
 
 def cmd_publish(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
     pipeline.upload(load_options(env), env, log, repository_url=args.repository_url, flavour=args.flavour,
-                    index_url=args.index_url, sync_to=args.sync_to)
+                    index_url=args.index_url, sync_to=args.sync_to, create=args.create)
     return 0
 
 
@@ -292,10 +292,13 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     i = sub.add_parser("index", help="write the static index (per flavour + combined) under wheelhouse/index/")
     i.add_argument("--base-url", help="absolute URL the index will be served from (default: relative links)")
     i.add_argument("--prune", action="store_true", help="drop published wheels that left the wheelhouse")
-    i.add_argument("--flavour", action="append", help="index only these flavours (repeatable)")
+    i.add_argument("--flavour", action="append", type=not_blank("a flavour name, e.g. cu130-sm90"),
+                   help="index only these flavours (repeatable)")
     i.add_argument("--offline", action="store_true", help="accepted for symmetry; indexing never uses the network")
     i.add_argument("--seed-from", metavar="DIR",
                    help="the published index folder (the --sync-to target): list its files too (fresh checkouts)")
+    i.add_argument("--create", action="store_true",
+                   help="a missing --seed-from folder is a first release (else a missing folder is refused)")
     i.add_argument("--extra-catalogue", metavar="JSON",
                    help="flavours to list in flavours.json without wheels here (same shape as flavours.json)")
     i.add_argument("--variants", action="store_true",
@@ -308,9 +311,11 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
 
     u = sub.add_parser("publish", help="upload with twine and/or sync the static index to a folder")
     u.add_argument("--repository-url", help="a PyPI-compatible upload URL (credentials: TWINE_* env or keyring)")
-    u.add_argument("--flavour", help="publish one flavour only")
+    u.add_argument("--flavour", type=not_blank("a flavour name, e.g. cu130-sm90"), help="publish one flavour only")
     u.add_argument("--index-url", help="the server's simple API, to skip files already there (default: URL/simple/)")
-    u.add_argument("--sync-to", help="also copy wheelhouse/index/ into this folder (skips files already there)")
+    u.add_argument("--sync-to", type=not_blank("the published folder"),
+                   help="also copy wheelhouse/index/ into this folder (skips files already there)")
+    u.add_argument("--create", action="store_true", help="create a missing --sync-to folder (else it is refused)")
     u.set_defaults(func=cmd_publish, precheck=precheck_publish)
 
     w = sub.add_parser("cibuildwheel", help="the container/Windows release route, configured in [tool.cibuildwheel]")
@@ -347,3 +352,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except KeyboardInterrupt:
         log.error("interrupted; nothing partial was published to the wheelhouse")
         return 130
+    except ModuleNotFoundError as exc:  # a runner's Python without a module this command needs (issue 24)
+        if debug:
+            traceback.print_exc()
+        log.error(f"this Python ({sys.executable}) has no module '{exc.name}', which this command needs; run it "
+                  f"through its nox session (scripts/run nox -s NAME installs what it needs), or pip install "
+                  f"{exc.name}")
+        return 3

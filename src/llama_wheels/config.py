@@ -11,7 +11,7 @@ import difflib
 import re
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -265,6 +265,29 @@ def non_empty(text: str) -> str:
         raise argparse.ArgumentTypeError("an empty value is not allowed; give a value (e.g. \"86;89\") or leave "
                                          "the flag out for the default")
     return text
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 1-65535; 0 means "a free one", as leaving the flag out does."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port: give 1-65535, or 0 (or leave the flag out) "
+                                         "for a free one")
+    return value
+
+
+def not_blank(example: str) -> Callable[[str], str]:
+    """argparse type: a value that is not blank, for flags whose absence means a default (``--model ""``
+    must not quietly mean the default model)."""
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"an empty value is not allowed; give {example}, or leave the flag out "
+                                             "for the default")
+        return text
+    return check
 
 
 def env_values(env: Mapping[str, str]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ code class                  when
 16   InUse                  another run holds the lock, and waiting for it timed out
 14   VariantError           (a PublishError) variantlib's variant copies are not what we asked for
 17   SelectFailed           select found no flavour that runs here, or could not read the catalogue
+18   StorageError           a folder is read-only or full (names the folder and the space needed)
 130  (KeyboardInterrupt)    interrupted
 ==== =====================  ==========================================================
 
@@ -176,10 +177,16 @@ class SourceError(FatalError):
     return_code = 15
 
 
+class StorageError(FatalError):
+    """A folder the step writes to is read-only, or its filesystem is full; names the folder and the space needed."""
+
+    return_code = 18
+
+
 __all__ = [
     "ArchError", "BuildFailed", "ChecksumError", "CleanRefused", "CommandFailed", "ConfigError", "FatalError",
     "IndexConflict", "ModelError", "OfflineMissing", "PreflightError", "PublishError", "SelectFailed", "SmokeFailed",
-    "SourceError",
+    "SourceError", "StorageError",
     "ToolNotFound", "WheelCheckFailed", "error_name", "exit_codes",
 ]
 

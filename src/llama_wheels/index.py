@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
@@ -29,6 +30,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from llama_wheels import catalogue, manifest
 from llama_wheels.digest import sha256_file as _sha
 from llama_wheels.errors import ConfigError, DamagedWheel, IndexConflict
+from llama_wheels.fs import copy_atomic
 from llama_wheels.wheels import verify
 
 COMBINED = "all"
@@ -69,29 +71,33 @@ def wheelhouse_flavours(wheelhouse: Path) -> dict[str, list[Path]]:
     return out
 
 
-def _copy_atomic(src: Path, dest: Path) -> None:
-    """``dest`` appears whole or not at all (a kill leaves only a hidden .partial, replaced next time)."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
-
-
 def _write_atomic(dest: Path, data: bytes) -> None:
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     tmp.write_bytes(data)
     os.replace(tmp, dest)
 
 
-def validate(wheelhouse: Path, current: dict[str, list[Path]], files_dir: Path) -> dict[Path, str]:
-    """Every wheel to publish, proven before anything is copied: intact zip and RECORD, the manifest's
-    sha256 where the build recorded one, and no different file already published under its name.
+def validate(wheelhouse: Path, current: dict[str, list[Path]], files_dir: Path,
+             warn: Callable[[str], object] = lambda m: print(f"warning: {m}")) -> dict[Path, str]:
+    """Every wheel to publish, proven before anything is copied: recorded in manifest.json by a build (ours
+    or its dependency resolution: a stray wheel dropped into a flavour folder is never indexed), intact zip
+    and RECORD, the sha256 the build recorded, and no different file already published under its name.
+    Without a manifest.json nothing can be checked against the build: a loud warning, then zip and RECORD.
     Returns wheel -> sha256; raises DamagedWheel (exit 9) or IndexConflict (exit 13) naming each file."""
-    recorded = {wheelhouse / k: e.get("sha256") for k, e in manifest.entries_locked(wheelhouse).items()}
+    entries = manifest.entries_locked(wheelhouse)
+    unrecorded_ok = manifest.missing(wheelhouse)
+    if unrecorded_ok:
+        warn(f"{wheelhouse / manifest.NAME} is missing: no wheel here can be checked against what was built "
+             "(only zip and RECORD are); rebuild to record them")
+    recorded = manifest.recorded_files(wheelhouse, entries)
     shas: dict[Path, str] = {}
     damaged: list[str] = []
     conflicts: list[str] = []
     for wheels in current.values():
         for wheel in wheels:
+            if not unrecorded_ok and wheel not in recorded:
+                damaged.append(manifest.unrecorded(wheelhouse, entries, wheel))
+                continue
             try:
                 shas[wheel] = verify(wheel, recorded.get(wheel))
             except DamagedWheel as exc:
@@ -102,8 +108,10 @@ def validate(wheelhouse: Path, current: dict[str, list[Path]], files_dir: Path) 
                 conflicts.append(f"{wheel.name} is already published with sha256 {_sha(dest)}, "
                                  f"the wheelhouse has {shas[wheel]}")
     if damaged:
-        raise DamagedWheel(f"nothing was published: {len(damaged)} damaged wheel(s): {'; '.join(damaged)}",
-                           "rebuild the damaged wheel(s); nox -s check_wheels lists each problem")
+        raise DamagedWheel(f"nothing was published: {len(damaged)} damaged or unrecorded wheel(s): "
+                           f"{'; '.join(damaged)}",
+                           "rebuild the damaged wheel(s), remove the unrecorded ones; nox -s check_wheels lists each "
+                           "problem")
     if conflicts:
         raise IndexConflict(f"nothing was published: {'; '.join(conflicts)}",
                             "a published file never changes: rebuild under a new version or label")
@@ -111,18 +119,20 @@ def validate(wheelhouse: Path, current: dict[str, list[Path]], files_dir: Path) 
 
 
 def build_index(wheelhouse: Path, *, base_url: str | None = None, prune: bool = False,
-                flavours: list[str] | None = None, extra_catalogue: Path | None = None) -> dict[str, Any]:
+                flavours: list[str] | None = None, extra_catalogue: Path | None = None,
+                warn: Callable[[str], object] = lambda m: print(f"warning: {m}")) -> dict[str, Any]:
     """Publish the wheelhouse's wheels into the index and regenerate every page. Returns a summary.
 
     Runs under the wheelhouse lock. Every wheel is validated first; if any is damaged or conflicts,
     nothing is copied. Each copy appears atomically."""
     with manifest.lock(wheelhouse):
         return _build_index(wheelhouse, base_url=base_url, prune=prune, flavours=flavours,
-                            extra_catalogue=extra_catalogue)
+                            extra_catalogue=extra_catalogue, warn=warn)
 
 
 def _build_index(wheelhouse: Path, *, base_url: str | None, prune: bool, flavours: list[str] | None,
-                 extra_catalogue: Path | None = None) -> dict[str, Any]:
+                 extra_catalogue: Path | None = None,
+                 warn: Callable[[str], object] = lambda m: print(f"warning: {m}")) -> dict[str, Any]:
     root = wheelhouse / "index"
     files_dir = root / "files"
     state_path = root / "state.json"
@@ -134,7 +144,7 @@ def _build_index(wheelhouse: Path, *, base_url: str | None, prune: bool, flavour
             raise ConfigError(f"no wheels for flavour(s) {', '.join(unknown)} in {wheelhouse}",
                               f"built flavours: {', '.join(current) or 'none'}")
         current = {k: v for k, v in current.items() if k in flavours}
-    validate(wheelhouse, current, files_dir)
+    validate(wheelhouse, current, files_dir, warn)
     files_dir.mkdir(parents=True, exist_ok=True)
     added, kept = [], 0
     for flavour, wheels in current.items():
@@ -143,7 +153,7 @@ def _build_index(wheelhouse: Path, *, base_url: str | None, prune: bool, flavour
             if dest.exists():
                 kept += 1
             else:
-                _copy_atomic(wheel, dest)
+                copy_atomic(wheel, dest)
                 added.append(wheel.name)
             meta = files_dir / (wheel.name + ".metadata")
             if not meta.exists():

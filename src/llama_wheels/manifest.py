@@ -26,7 +26,8 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from llama_wheels.digest import sha256_file
-from llama_wheels.errors import InUse, ManifestDamaged
+from llama_wheels.errors import InUse, ManifestDamaged, StorageError
+from llama_wheels.fs import move_into, storage_errors
 
 NAME = "manifest.json"
 LOCK = ".llama-wheels.lock"
@@ -54,10 +55,11 @@ def held(lock_path: Path, what: str, *, say: Callable[[str], object] = print,
 
     The lock is the OS's (flock / LockFileEx through filelock), so a killed holder never leaves it taken.
     """
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path), thread_local=False)
     try:
-        lock.acquire(timeout=0)
+        with storage_errors(lock_path.parent):  # a read-only wheelhouse: one line naming it, not Errno 30
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire(timeout=0)
     except Timeout:
         say(f"{what} is in use by {holder(lock_path)}; waiting (up to {timeout / 60:.0f} min)")
         try:
@@ -142,14 +144,14 @@ def publish(wheelhouse: Path, staged: Path, final: Path, entry: Mapping[str, Any
 
     Returns the entry it replaced, if any (a rebuild of the same file name)."""
     key = final.relative_to(wheelhouse).as_posix()
-    with lock(wheelhouse, say):
+    with lock(wheelhouse, say), storage_errors(wheelhouse, staged.stat().st_size):  # full or read-only: one line
         recover(wheelhouse)
         previous = read(wheelhouse)["wheels"].get(key)
         _write_json(wheelhouse / JOURNAL, {"key": key, "entry": dict(entry)})
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, final)
+        move_into(staged, final)  # a rename, or copy + rename within the wheelhouse's filesystem (EXDEV)
         data = read(wheelhouse)
-        data["wheels"][key] = dict(entry)
+        data["wheels"][key] = keep_cold_record(previous, entry)
         _write(wheelhouse, data)
         (wheelhouse / JOURNAL).unlink()
     return dict(previous) if previous else None
@@ -162,10 +164,71 @@ def entries_locked(wheelhouse: Path) -> dict[str, dict[str, Any]]:
 
 
 def entries(wheelhouse: Path) -> dict[str, dict[str, Any]]:
+    """The entries, for a reader: no lock and no write unless a kill interrupted a publish (then it is
+    completed under the lock, or, in a read-only wheelhouse, rolled forward in memory only). manifest.json
+    only ever changes by an atomic rename, so a read sees one state or the next."""
     if not wheelhouse.is_dir():
         return {}
+    if (wheelhouse / JOURNAL).exists():
+        try:
+            with lock(wheelhouse):
+                return entries_locked(wheelhouse)
+        except StorageError:
+            pass  # read-only: nothing to lock or complete here
+    data = dict(read(wheelhouse)["wheels"])
     try:
-        with lock(wheelhouse):
-            return entries_locked(wheelhouse)
-    except PermissionError:  # a read-only wheelhouse (a mounted copy): nothing to lock or complete there
-        return dict(read(wheelhouse)["wheels"])
+        pending = json.loads((wheelhouse / JOURNAL).read_text(encoding="utf-8"))
+        key, entry = str(pending["key"]), dict(pending["entry"])
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return data
+    final = wheelhouse / key
+    if final.is_file() and sha256_file(final) == entry.get("sha256"):
+        data[key] = entry
+    return data
+
+
+#: The fields of an entry that describe what its build cost (read by cost.py's estimate).
+COST_FIELDS = ("build_seconds", "cpu_seconds", "cache")
+
+
+def keep_cold_record(previous: Mapping[str, Any] | None, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A rebuild that compiled nothing (no cache misses) keeps the previous entry's cost record, which the
+    estimate needs, and files its own figures under ``last_build``."""
+    new = dict(entry)
+    misses = int((new.get("cache") or {}).get("misses", 0) or 0)
+    if previous and misses == 0 and int((previous.get("cache") or {}).get("misses", 0) or 0) > 0:
+        new["last_build"] = {k: new.get(k) for k in COST_FIELDS}
+        new.update({k: previous.get(k) for k in COST_FIELDS})
+    return new
+
+
+def missing(wheelhouse: Path) -> bool:
+    """No manifest.json: nothing in this wheelhouse can be checked against what was built."""
+    return not (wheelhouse / NAME).exists()
+
+
+def unrecorded(wheelhouse: Path, entries: Mapping[str, Mapping[str, Any]], wheel: Path) -> str:
+    """The problem line for a wheel no entry records, with the right remedy: where an entry of its folder was
+    written before dependency wheels were recorded with their sha256, a rebuild (nothing recompiles) records
+    them; otherwise no build of ours put it there."""
+    legacy = any((wheelhouse / k).parent == wheel.parent and "dependencies" not in e for k, e in entries.items())
+    if legacy:
+        return (f"{wheel.relative_to(wheelhouse)}: not recorded in manifest.json (its flavour was built before "
+                "dependency wheels were recorded): rebuild that flavour to record them, or remove it if no build "
+                "put it there")
+    return (f"{wheel.relative_to(wheelhouse)}: not recorded in manifest.json: no build of ours or its dependency "
+            "resolution put it there; remove it")
+
+
+def recorded_files(wheelhouse: Path, entries: Mapping[str, Mapping[str, Any]]) -> dict[Path, str | None]:
+    """Every wheel a build put into the wheelhouse: each entry's wheel and its dependency wheels (in its
+    flavour folder), with the sha256 recorded for it (None where an older manifest recorded only the name)."""
+    out: dict[Path, str | None] = {}
+    for key, e in entries.items():
+        out[wheelhouse / key] = e.get("sha256")
+        folder = (wheelhouse / key).parent
+        for name in e.get("dependency_wheels") or []:
+            out.setdefault(folder / str(name), None)
+        for name, sha in (e.get("dependencies") or {}).items():
+            out[folder / str(name)] = str(sha) if sha else None
+    return out

@@ -157,8 +157,115 @@ def cached_model(cache_dir: Path, shape: LlamaShape = SMOKE) -> Path:
     return path if path.exists() else write_llama(path, shape)
 
 
+#: ggml tensor types: (elements per block, bytes per block). Copied from gguf-py 0.19.0's
+#: ``gguf.constants.GGML_QUANT_SIZES`` (llama.cpp's ``ggml/src/ggml.c`` type_traits); a unit test compares
+#: it with the installed gguf, so a new type shows up there. Kept here so validation needs only the stdlib:
+#: serve and numerics run in the tool environment, which has no gguf (issue 24).
+GGML_TYPE_SIZES: dict[int, tuple[int, int]] = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 40),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82),
+    23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
+    34: (256, 54), 35: (256, 66), 39: (32, 17), 40: (64, 36), 41: (128, 18),
+}
+#: GGUF metadata value types with a fixed size (the GGUF spec, llama.cpp docs/gguf.md): 8 string, 9 array.
+_GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_INTEGERS = {4: "I", 5: "i", 10: "Q", 11: "q"}  # the ones read (general.alignment is a uint32)
+
+
+class _Truncated(Exception):
+    pass
+
+
+def gguf_layout(path: Path) -> tuple[int, int]:
+    """Walk a GGUF's header, metadata and tensor table with the stdlib (mmap, strings skipped, not decoded).
+    Returns (tensor count, the byte where the last tensor's data ends; 0 if a type is unknown here).
+    Raises ModelError for a file that is not GGUF or whose header is damaged or cut."""
+    import mmap
+    import struct
+
+    with path.open("rb") as f:
+        size = path.stat().st_size
+        if size < 24:
+            raise _Truncated(f"{size} bytes, shorter than a GGUF header")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            (version,) = struct.unpack_from("<I", m, 4)
+            end = "<" if version < 0x10000 else ">"  # a big-endian GGUF has its version byte-swapped
+            version = struct.unpack_from(end + "I", m, 4)[0]
+            if version not in (2, 3):
+                raise ModelError(f"{path} is GGUF version {version}; llama.cpp reads versions 2 and 3",
+                                 "convert the model again with a current llama.cpp")
+            pos = 8
+
+            def take(fmt: str) -> int:
+                nonlocal pos
+                n = struct.calcsize(fmt)
+                if pos + n > size:
+                    raise _Truncated(f"the header ends at byte {size}, inside the metadata")
+                (v,) = struct.unpack_from(end + fmt, m, pos)
+                pos += n
+                return int(v)
+
+            def skip(n: int) -> None:
+                nonlocal pos
+                if n < 0 or pos + n > size:
+                    raise _Truncated(f"the header ends at byte {size}, inside the metadata")
+                pos += n
+
+            def string() -> bytes:
+                n = take("Q")
+                skip(n)
+                return bytes(m[pos - n:pos])
+
+            def value(vtype: int) -> int | None:
+                if vtype in _INTEGERS:
+                    return take(_INTEGERS[vtype])
+                if vtype in _GGUF_SCALARS:
+                    skip(_GGUF_SCALARS[vtype])
+                elif vtype == 8:
+                    skip(take("Q"))
+                elif vtype == 9:
+                    inner, count = take("I"), take("Q")
+                    if inner in _GGUF_SCALARS:
+                        skip(_GGUF_SCALARS[inner] * count)
+                    else:
+                        for _ in range(count):
+                            value(inner)
+                else:
+                    raise ModelError(f"{path} has a metadata value of unknown type {vtype} at byte {pos}",
+                                     "the file is damaged: download or write the model again")
+                return None
+
+            n_tensors, n_kv = take("Q"), take("Q")
+            alignment = 32  # GGUF_DEFAULT_ALIGNMENT
+            for _ in range(n_kv):
+                key = string()
+                got = value(take("I"))
+                if key == b"general.alignment" and got:
+                    alignment = got
+            tensors = []
+            for _ in range(n_tensors):
+                string()
+                dims = [take("Q") for _ in range(take("I"))]
+                tensors.append((dims, take("I"), take("Q")))
+            data_start = -(-pos // alignment) * alignment
+    last = 0
+    for dims, ttype, offset in tensors:
+        elements = 1
+        for d in dims:
+            elements *= d
+        if ttype not in GGML_TYPE_SIZES:
+            last = max(last, data_start + offset + 1)  # at least its first byte must be there
+            continue
+        block, nbytes = GGML_TYPE_SIZES[ttype]
+        last = max(last, data_start + offset + elements // block * nbytes)
+    return len(tensors), last
+
+
 def validate(path: Path) -> int:
-    """Check that ``path`` is a readable GGUF; returns its tensor count. Raises ModelError."""
+    """Check that ``path`` is a readable GGUF; returns its tensor count. Raises ModelError.
+
+    Stdlib only (no ``gguf``): it runs in whatever Python runs the tool."""
     if not path.exists():
         raise ModelError(f"model file {path} does not exist", "pass --model with the path of a .gguf file")
     if not path.is_file():
@@ -168,14 +275,13 @@ def validate(path: Path) -> int:
     if magic != b"GGUF":
         raise ModelError(f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF')",
                          "pass a .gguf model; convert others with llama.cpp's convert_hf_to_gguf.py")
-    import gguf
-
     try:
-        reader = gguf.GGUFReader(str(path))
-        n = len(reader.tensors)
-        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-    except Exception as exc:  # gguf raises ValueError/IndexError/struct errors on damage
+        n, end = gguf_layout(path)
+    except _Truncated as exc:
         raise ModelError(f"{path} is truncated or corrupt: {exc}", "download or write the model again") from None
+    except OSError as exc:
+        raise ModelError(f"{path} cannot be read: {exc.strerror or exc}",
+                         "check the file and its permissions") from None
     if end > path.stat().st_size:
         raise ModelError(f"{path} is truncated: tensors need {end} bytes, the file has {path.stat().st_size}",
                          "download or write the model again")

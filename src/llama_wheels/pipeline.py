@@ -311,7 +311,7 @@ def fetch_for_offline(options: Options, env: Mapping[str, str], log: Logger, *, 
 
 def index(options: Options, log: Logger, *, base_url: str | None, prune: bool,
           flavours: Sequence[str] | None, seed_from: Path | None = None, extra_catalogue: Path | None = None,
-          variant_copies: bool = False, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+          variant_copies: bool = False, env: Mapping[str, str] | None = None, create: bool = False) -> dict[str, Any]:
     """Write the static index under ``wheelhouse/index/`` (with the flavour catalogue) and print its summary.
     ``seed_from``: the published index folder (the --sync-to target), whose files a fresh checkout lists too;
     ``extra_catalogue``: flavours to list without wheels here; ``variant_copies``: PEP 825 copies of the CUDA
@@ -320,11 +320,12 @@ def index(options: Options, log: Logger, *, base_url: str | None, prune: bool,
         raise ConfigError("--prune with --seed-from would unlist every earlier release", "drop one of the two")
     if seed_from:
         with manifest.lock(options.wheelhouse, say=log.info):
-            s = seed(options.wheelhouse / "index", seed_from)
+            s = seed(options.wheelhouse / "index", seed_from, create=create)
         log.info(f"seeded from {seed_from}: {s['files']} published file(s) in {s['flavours']} flavour(s), "
                  f"{s['copied']} copied")
     summary = build_index(options.wheelhouse, base_url=base_url, prune=prune,
-                          flavours=list(flavours) if flavours else None, extra_catalogue=extra_catalogue)
+                          flavours=list(flavours) if flavours else None, extra_catalogue=extra_catalogue,
+                          warn=log.warning)
     if variant_copies:
         variants.publish(options.wheelhouse, base_url=base_url, env=dict(env or {}), log=log)
     log.table("index", ["flavours", "files", "added", "kept", "pruned"],
@@ -375,15 +376,20 @@ def require_publish_target(repository_url: str | None, sync_to: str | None) -> N
 
 
 def upload(options: Options, env: Mapping[str, str], log: Logger, *, repository_url: str | None,
-           flavour: str | None, index_url: str | None, sync_to: str | None) -> None:
-    """Upload with twine and/or copy the static index into a folder; one summary row per target."""
+           flavour: str | None, index_url: str | None, sync_to: str | None, create: bool = False) -> None:
+    """Upload with twine and/or copy the static index into a folder; one summary row per target. Every file
+    of both is checked first (publish.check_release): one wrong file and nothing is sent anywhere."""
     require_publish_target(repository_url, sync_to)
+    if repository_url:
+        publish.check_url(repository_url)
+    wheels = publish.check_release(options.wheelhouse, flavour=flavour, upload_to=repository_url,
+                                   sync_to=Path(sync_to) if sync_to else None, create=create, warn=log.warning)
     rows = []
     if repository_url:
-        r = publish.upload(options.wheelhouse, repository_url, flavour, env, log, index_url)
+        r = publish.upload(options.wheelhouse, repository_url, flavour, env, log, index_url, wheels=wheels)
         rows.append([repository_url, str(r["uploaded"]), str(r["skipped"])])
     if sync_to:
-        r = publish.sync_folder(options.wheelhouse / "index", Path(sync_to), log)
+        r = publish.sync_folder(options.wheelhouse / "index", Path(sync_to), log, create=create)
         rows.append([sync_to, str(r["copied"]), str(r["skipped"])])
     log.table("publish", ["target", "sent", "already there"], rows)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -21,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from llama_wheels.digest import sha256_file
 from llama_wheels.errors import ConfigError, PublishedConflict, PublishError
+from llama_wheels.fs import copy_atomic, existing_ancestor, partial_path, storage_errors
 
 if TYPE_CHECKING:  # requests and pypi-simple come with the publish group; seeding from a folder needs neither
     import requests
@@ -102,9 +102,18 @@ def url_sha256(url: str, auth: tuple[str, str] | None) -> str:
     return h.hexdigest()
 
 
-def partial(dest: Path) -> Path:
-    """Where ``dest`` is written before its atomic rename: hidden, per process (as index.py does)."""
-    return dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+def existing_folder(folder: Path, flag: str, *, create: bool) -> None:
+    """A published folder must exist: a typo must not become a new, empty release target (or seed nothing).
+    ``create`` (the first release) makes it."""
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise ConfigError(f"{flag} {folder} is not a folder", f"give the published index folder to {flag}")
+    if not create:
+        raise ConfigError(f"{flag} {folder} does not exist",
+                          "check the path; for a first release pass --create to start a new published folder there")
+    with storage_errors(existing_ancestor(folder)):
+        folder.mkdir(parents=True)
 
 
 def read_state(path: Path) -> dict[str, list[str]]:
@@ -117,13 +126,19 @@ def read_state(path: Path) -> dict[str, list[str]]:
     return {str(k): [str(n) for n in v] for k, v in data.items()}
 
 
-def seed(index_root: Path, published: Path) -> dict[str, int]:
+def seed(index_root: Path, published: Path, *, create: bool = False) -> dict[str, int]:
     """Copy a published index folder's files and state into ``index_root`` (``wheelhouse/index/``).
 
-    An empty or missing folder is a first release. A file present on both sides with other bytes is refused:
-    the published one wins. Files are copied, never linked, so nothing here can write into ``published``.
+    An empty folder is a first release; a missing one is refused unless ``create`` (then it is a first
+    release too; nothing is created here: seeding only reads). A file present on both sides with other bytes
+    is refused: the published one wins. Files are copied, never linked, so nothing here can write into
+    ``published``.
     """
-    if not published.is_dir() or not any(published.iterdir()):
+    if not published.exists() and create:
+        return {"flavours": 0, "files": 0, "copied": 0}
+    if not published.is_dir():
+        existing_folder(published, "--seed-from", create=False)
+    if not any(published.iterdir()):
         return {"flavours": 0, "files": 0, "copied": 0}
     if not (published / STATE).is_file():
         raise ConfigError(f"{published} is not empty and holds no {STATE}, so it is not a llama-wheels index",
@@ -146,12 +161,10 @@ def seed(index_root: Path, published: Path) -> dict[str, int]:
             continue
         for s, d in ((src, dest), (src.with_name(name + ".metadata"), dest.with_name(name + ".metadata"))):
             if s.is_file():
-                tmp = partial(d)
-                shutil.copyfile(s, tmp)
-                os.replace(tmp, d)
+                copy_atomic(s, d)
         copied += 1
     merged = {f: sorted({*ours.get(f, []), *theirs.get(f, [])}) for f in sorted({*ours, *theirs})}
-    tmp_state = partial(index_root / STATE)
+    tmp_state = partial_path(index_root / STATE)
     tmp_state.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     os.replace(tmp_state, index_root / STATE)
     return {"flavours": len(theirs), "files": len(names), "copied": copied}

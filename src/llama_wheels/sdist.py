@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 
 from llama_wheels import cmd
 from llama_wheels.digest import sha256_file
-from llama_wheels.errors import ChecksumError, OfflineMissing, SourceError
+from llama_wheels.errors import ChecksumError, OfflineMissing, SourceError, StorageError
+from llama_wheels.fs import need_space, storage_errors
 
 DROP_DIRS = (".git", "docs", "benches", "media")
 DROP_GLOBS = ("vendor/llama.cpp/models/*.gguf",)
@@ -147,13 +148,24 @@ def extract(source: Source, dest_root: Path) -> Path:
         from llama_wheels.clean import remove_tree_within
 
         remove_tree_within(staging, dest_root)
-    staging.mkdir(parents=True)
     with tarfile.open(source.path, "r:gz") as tar:
+        members = tar.getmembers()
+        # What the files need, plus a block per entry: a full build dir is refused before anything is written.
+        needed = sum(m.size for m in members if m.isfile()) + 4096 * len(members)
+        need_space(dest_root, needed)
+        with storage_errors(dest_root, needed):
+            staging.mkdir(parents=True)
         try:
-            tar.extractall(staging, filter="data")  # refuses absolute paths, '..' and links out
+            with storage_errors(dest_root, needed):
+                tar.extractall(staging, members=members, filter="data")  # refuses absolute paths, '..', links out
         except tarfile.FilterError as exc:
             raise SourceError(f"unsafe member in {source.path.name}: {exc}",
                               "the sdist is corrupt; fetch it again") from None
+        except StorageError:
+            from llama_wheels.clean import remove_tree_within
+
+            remove_tree_within(staging, dest_root)  # ours: nothing half-extracted stays
+            raise
     if not (staging / base / "pyproject.toml").exists():
         raise SourceError(f"{source.path.name} has no {base}/pyproject.toml", "the sdist is corrupt; fetch it again")
     (staging / ".extracted").write_text(source.path.name + "\n")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels import cmd
-from llama_wheels.config import Options
+from llama_wheels.config import Options, not_blank, port_number
 from llama_wheels.errors import ConfigError, SmokeFailed
 from llama_wheels.log import Logger
 
@@ -165,11 +165,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                        description="A fresh venv with the wheel and [server] from the wheelhouse, then "
                                    "python -m llama_cpp.server on your model; prints the URL of /docs; Ctrl-C "
                                    "stops it.")
-    s.add_argument("--model", required=True, metavar="GGUF", help="the model file to serve")
+    s.add_argument("--model", required=True, metavar="GGUF", type=not_blank("the path of a .gguf file"),
+                   help="the model file to serve")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--flavour", help="which built flavour, e.g. cu130-sm86-89-120 (needed when several are built)")
-    g.add_argument("--wheel", help="one wheel file (its folder must hold its dependency wheels)")
-    s.add_argument("--port", type=int, help="port (default: a free one)")
+    g.add_argument("--flavour", type=not_blank("a flavour name, e.g. cu130-sm90"),
+                   help="which built flavour, e.g. cu130-sm86-89-120 (needed when several are built)")
+    g.add_argument("--wheel", type=not_blank("the path of a .whl file"),
+                   help="one wheel file (its folder must hold its dependency wheels)")
+    s.add_argument("--port", type=port_number, help="port, 1-65535 (default, or 0: a free one)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
     s.add_argument("--n-gpu-layers", type=int, default=-1, metavar="N",
                    help="layers to put on the GPU (default: -1, all; 0 keeps the weights on the CPU)")

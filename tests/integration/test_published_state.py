@@ -162,6 +162,7 @@ def pip_install_both(tmp_path: Path, index_url: str, a: Path, b: Path) -> None:
 
 def test_two_releases_to_a_sync_folder_list_both(tmp_path: Path, lw_env: dict[str, str]) -> None:
     sync = tmp_path / "published"
+    sync.mkdir()  # the published folder (a web root, a mounted bucket) exists; a missing one is refused
     wheels = []
     for n, version in ((1, "0.3.36+cpu"), (2, "0.3.37+cpu")):
         wh, wheel = house(tmp_path, f"release{n}", version)
@@ -184,6 +185,7 @@ def test_two_releases_to_a_sync_folder_list_both(tmp_path: Path, lw_env: dict[st
 def test_a_release_that_changes_a_published_file_is_refused_before_anything_moves(
         tmp_path: Path, lw_env: dict[str, str]) -> None:
     sync = tmp_path / "published"
+    sync.mkdir()  # the published folder (a web root, a mounted bucket) exists; a missing one is refused
     wh, _ = house(tmp_path, "release1", "0.3.36+cpu")
     env = {**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(wh)}
     assert lw("index", "--seed-from", str(sync), env=env).returncode == 0
@@ -202,6 +204,7 @@ def snapshot(folder: Path) -> dict[Path, bytes]:
 def test_a_sync_that_would_unlist_a_release_is_refused(tmp_path: Path, lw_env: dict[str, str]) -> None:
     """Forgetting --seed-from, or two releases that read the folder before either wrote it: refused, nothing written."""
     sync = tmp_path / "published"
+    sync.mkdir()  # the published folder (a web root, a mounted bucket) exists; a missing one is refused
     envs = []
     for n, version in ((1, "0.3.36+cpu"), (2, "0.3.37+cpu")):
         wh, _ = house(tmp_path, f"release{n}", version)
@@ -289,6 +292,7 @@ def test_changed_file_refused_through_pep691_json(serve, tmp_path: Path,  # type
                                                    lw_env: dict[str, str]) -> None:
     """A server that answers JSON when asked (our own static index's index.json, served with negotiation)."""
     sync = tmp_path / "published"
+    sync.mkdir()  # the published folder (a web root, a mounted bucket) exists; a missing one is refused
     wh, _ = house(tmp_path, "release1", "0.3.36+cpu")
     env = {**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(wh)}
     assert lw("index", "--seed-from", str(sync), env=env).returncode == 0
@@ -358,6 +362,7 @@ def test_two_releases_from_fresh_checkouts_run_the_workflows_own_steps(pypiserve
     assert names == {"INDEX_BASE_URL", "INDEX_SYNC_DIR", "UPLOAD_URL", "SIMPLE_URL", "TWINE_USERNAME",
                      "TWINE_PASSWORD"}
     sync = tmp_path / "sync"
+    sync.mkdir()  # INDEX_SYNC_DIR: a web root or mounted bucket that exists (a missing one is refused)
     wheels = []
     for n, version in ((1, "0.3.36+cpu"), (2, "0.3.37+cpu")):
         clone = fresh_checkout(tmp_path / f"clone{n}")

@@ -156,7 +156,9 @@ def test_publish_unreachable_and_bad_url(house: Path, lw_env: dict[str, str]) ->
 def test_sync_to_folder_skips_what_is_there(house: Path, lw_env: dict[str, str], tmp_path: Path) -> None:
     build_index(house)
     env = {**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(house)}
-    first = lw("publish", "--sync-to", str(tmp_path / "bucket"), env=env)
+    refused = lw("publish", "--sync-to", str(tmp_path / "bucket"), env=env)  # a typo must not start a new bucket
+    assert refused.returncode == 2 and "does not exist" in refused.stdout and not (tmp_path / "bucket").exists()
+    first = lw("publish", "--sync-to", str(tmp_path / "bucket"), "--create", env=env)
     assert first.returncode == 0 and (tmp_path / "bucket" / "cpu" / "llama-cpp-python" / "index.html").exists()
     second = lw("publish", "--sync-to", str(tmp_path / "bucket"), env=env)
     assert second.returncode == 0 and "4 already there" in second.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import queue
 import signal
 import socket
@@ -53,13 +55,17 @@ def _port_free(port: int) -> bool:
     return False
 
 
-def test_serve_starts_answers_docs_and_stops_on_ctrl_c(cpu_build: Path, lw_env: dict[str, str], work: Path) -> None:
+def test_serve_as_the_readme_says_answers_docs_and_a_completion_and_stops_on_ctrl_c(
+        cpu_build: Path, lw_env: dict[str, str], work: Path) -> None:
+    """The README's line, run as a user runs it: `scripts/run nox -s serve -- --model <gguf>` from the checkout,
+    so serve runs in the .tools Python (which has no gguf: issue 24), then /docs, a completion and Ctrl-C."""
     from llama_wheels.model import cached_model
 
     model = cached_model(work / "model-cache")
     port = free_port()
-    env = {**lw_env, "LLAMA_WHEELS_PROG": "nox -s serve --"}
-    proc = subprocess.Popen([sys.executable, "-m", "llama_wheels", "serve", "--model", str(model), "--flavour", "cpu",
+    env = {k: v for k, v in lw_env.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != str(Path(sys.executable).parent))
+    proc = subprocess.Popen(["scripts/run", "nox", "-s", "serve", "--", "--model", str(model), "--flavour", "cpu",
                              "--port", str(port), "--n-gpu-layers", "0"], env=env, cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                             # as from a terminal: a run started in the background (`cmd &`) inherits SIGINT
@@ -73,15 +79,23 @@ def test_serve_starts_answers_docs_and_stops_on_ctrl_c(cpu_build: Path, lw_env: 
         assert url == f"http://127.0.0.1:{port}/docs"
         with urllib.request.urlopen(url, timeout=30) as resp:
             assert resp.status == 200 and b"swagger" in resp.read().lower()
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        assert proc.wait(timeout=60) == 0, "".join(seen[-30:])
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", method="POST",
+                                     data=json.dumps({"prompt": "Hello", "max_tokens": 4}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            body = json.loads(resp.read())
+        assert body["object"] == "text_completion" and body["usage"]["completion_tokens"] >= 1, body
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole foreground group
+        proc.wait(timeout=60)
         _wait_for(q, "server stopped", 10, seen)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+    text = "".join(seen)
+    assert "Traceback" not in text and "ModuleNotFoundError" not in text, text[-3000:]
     deadline = time.monotonic() + 10
     while not _port_free(port) and time.monotonic() < deadline:
         time.sleep(0.2)

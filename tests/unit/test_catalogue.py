@@ -62,6 +62,10 @@ def test_catalogue_is_deterministic_and_only_lists_our_project(tmp_path: Path) -
     house = make_house(tmp_path, ALL)
     dep = house / "cpu" / "diskcache-5.6.3-py3-none-any.whl"
     dep.write_bytes((house / "cpu").joinpath(next(p.name for p in (house / "cpu").glob("*.whl"))).read_bytes())
+    data = json.loads((house / "manifest.json").read_text())  # recorded as the build records dependency wheels
+    cpu = next(e for e in data["wheels"].values() if e["flavour"] == "cpu")
+    cpu["dependencies"] = {dep.name: hashlib.sha256(dep.read_bytes()).hexdigest()}
+    (house / "manifest.json").write_text(json.dumps(data))
     build_index(house)
     first = (house / "index" / "flavours.json").read_bytes()
     build_index(house)

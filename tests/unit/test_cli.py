@@ -49,6 +49,16 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str], **env: str) -> tupl
     (["doctor", "--archs", ""], 2, "--arch-set/--archs: an empty value is not allowed"),
     (["clean-temp", "--root", "/", "--dry-run"], 10, "filesystem or drive root"),
     (["publish"], 2, "nothing to publish to"),
+    # issue 24: ports, empty values, missing published folders
+    (["smoke", "--port", "70000"], 2, "--port: '70000' is not a port: give 1-65535"),
+    (["smoke", "--port", "-1"], 2, "--port: '-1' is not a port: give 1-65535"),
+    (["serve", "--model", "m.gguf", "--port", "70000"], 2, "--port: '70000' is not a port"),
+    (["smoke", "--model", ""], 2, "--model: an empty value is not allowed"),
+    (["smoke", "--flavour", ""], 2, "--flavour: an empty value is not allowed"),
+    (["serve", "--model", ""], 2, "--model: an empty value is not allowed"),
+    (["index", "--seed-from", "/nonexistent/published"], 2, "--seed-from /nonexistent/published does not exist"),
+    (["publish", "--flavour", "", "--sync-to", "x"], 2, "--flavour: an empty value is not allowed"),
+    (["publish", "--sync-to", ""], 2, "--sync-to: an empty value is not allowed"),
     (["frobnicate"], 2, "invalid choice"),
 ])
 def test_bad_input(capsys: pytest.CaptureFixture[str], argv: list[str], code: int, fragment: str) -> None:
@@ -137,3 +147,20 @@ def test_select_from_the_tool_venv_names_the_users_python(tmp_path: Path, capsys
     assert main([*argv, "--install"], env=env) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "not yours" in err[0] and err[0].endswith(line)
+
+
+def test_a_module_missing_from_the_runners_python_is_one_line(capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from llama_wheels import model
+
+    def needs_gguf(path: Path) -> int:
+        import gguf_not_installed_here  # type: ignore[import-not-found]  # noqa: F401
+
+        return 0
+
+    monkeypatch.setattr(model, "validate", needs_gguf)
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    got, err = run(["serve", "--model", str(tmp_path / "m.gguf")], capsys)
+    assert got == 3 and "Traceback" not in err, err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert "has no module 'gguf_not_installed_here'" in line and "nox -s" in line

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,49 @@ def test_resolve_model_uses_the_prefetch_folder(tmp_path: Path, monkeypatch: pyt
     out = resolve_model("m", tmp_path / "cache", tmp_path / "prefetch", True, {})
     assert out == tmp_path / "cache" / "models" / "m.gguf" and out.read_bytes() == b"GGUF" + b"x" * 10 + b"y"
     assert resolve_model("m", tmp_path / "cache", tmp_path / "nothing", True, {}) == out  # cached, verified
+
+
+# --- issue 24: validation needs only the stdlib (serve and numerics run in the tool env, without gguf)
+
+
+def test_validate_needs_no_gguf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = cached_model(tmp_path)
+    monkeypatch.setitem(sys.modules, "gguf", None)  # `import gguf` now raises ModuleNotFoundError
+    assert validate(good) == 3 + 9 * SMOKE.n_layer
+    for cut in (good.stat().st_size // 2, 200, 30):  # in the tensor data, in the metadata, in the header
+        short = tmp_path / f"cut{cut}.gguf"
+        short.write_bytes(good.read_bytes()[:cut])
+        with pytest.raises(ModelError, match="truncated"):
+            validate(short)
+
+
+def test_ggml_type_sizes_match_the_gguf_package() -> None:
+    from gguf.constants import GGML_QUANT_SIZES
+
+    from llama_wheels.model import GGML_TYPE_SIZES
+
+    assert {int(t): tuple(v) for t, v in GGML_QUANT_SIZES.items()} == GGML_TYPE_SIZES
+
+
+def test_validate_agrees_with_gguf_on_a_quantized_model(tmp_path: Path) -> None:
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "q.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_uint32("general.alignment", 64)
+    w.add_array("tokenizer.ggml.tokens", ["a", "bb", "ccc"])
+    w.add_array("some.ints", [1, 2, 3])
+    w.add_tensor("a", np.zeros((4, 256), dtype=np.int8), raw_dtype=gguf.GGMLQuantizationType.I8)
+    q8 = np.zeros((2, 34), dtype=np.uint8)  # two rows of one Q8_0 block (32 elements) each
+    w.add_tensor("b", q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    reader = gguf.GGUFReader(str(path))
+    assert validate(path) == len(reader.tensors) == 2
+    end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
+    from llama_wheels.model import gguf_layout
+
+    assert gguf_layout(path) == (2, end)

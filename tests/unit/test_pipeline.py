@@ -125,7 +125,7 @@ def test_dependency_wheel_commands(options, recorder: list[list[str]], tmp_path:
     staged = tmp_path / "staging" / "final" / "llama_cpp_python-0.3.36+cpu-py3-none-linux_x86_64.whl"
     staged.parent.mkdir(parents=True)
     staged.write_bytes(b"")
-    assert build.gather_dependency_wheels(step, o, staged, {}, offline, all_from_source) == []
+    assert build.gather_dependency_wheels(step, o, staged, {}, offline, all_from_source) == {}
     deps = str(tmp_path / "staging" / "deps")
     links = ["--find-links", str(staged.parent), "--find-links", str(step.out_dir)]
     index = ["--no-index", "--find-links", str(tmp_path / "pf" / "wheels")] if offline else []

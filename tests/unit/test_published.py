@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,12 @@ def test_seed_merges_state_and_copies_files(tmp_path: Path) -> None:
 
 
 def test_seed_first_release_and_bad_folders(tmp_path: Path) -> None:
-    assert seed(tmp_path / "index", tmp_path / "missing") == {"flavours": 0, "files": 0, "copied": 0}
+    with pytest.raises(ConfigError, match=r"--seed-from .*missing does not exist; .*--create"):  # a typo (issue 24)
+        seed(tmp_path / "index", tmp_path / "missing")
+    assert seed(tmp_path / "index", tmp_path / "missing", create=True) == {"flavours": 0, "files": 0, "copied": 0}
+    assert not (tmp_path / "missing").exists()  # seeding only reads
+    (tmp_path / "empty").mkdir()
+    assert seed(tmp_path / "index", tmp_path / "empty") == {"flavours": 0, "files": 0, "copied": 0}
     (tmp_path / "w").mkdir()
     a = make_wheel(tmp_path / "w", "0.3.36+cpu")
     pub = published(tmp_path, {"cpu": [a.name, "gone.whl"]}, [a])
@@ -96,6 +102,30 @@ def test_sync_leaves_a_killed_runs_partial_behind_and_writes_files_before_pages(
         real(src, dst)
 
     monkeypatch.setattr(os, "replace", spy)
-    assert sync_folder(index, tmp_path / "dest", Logger({})) == {"copied": 3, "skipped": 0}
+    with pytest.raises(ConfigError, match=r"--sync-to .*dest does not exist; .*--create"):
+        sync_folder(index, tmp_path / "dest", Logger({}))
+    assert written == [] and not (tmp_path / "dest").exists()
+    assert sync_folder(index, tmp_path / "dest", Logger({}), create=True) == {"copied": 3, "skipped": 0}
     assert written == ["files/a.whl", "cpu/index.html", "state.json"]
     assert not list((tmp_path / "dest").rglob("*.partial"))
+
+
+def test_sync_removes_the_partials_a_killed_sync_of_ours_left_and_nothing_else(tmp_path: Path) -> None:
+    from llama_wheels.log import Logger
+    from llama_wheels.publish import sync_folder
+
+    index = tmp_path / "index"
+    (index / "files").mkdir(parents=True)
+    (index / "files" / "a.whl").write_bytes(b"a")
+    (index / "state.json").write_text(json.dumps({"cpu": ["a.whl"]}))
+    dest = tmp_path / "dest"
+    (dest / "files").mkdir(parents=True)
+    dead = 2**22 + 12345  # above Linux's pid_max default: no such process
+    stale = dest / "files" / f".fastapi-0.165.0-py3-none-any.whl.metadata.{dead}.partial"
+    stale.write_bytes(b"half")
+    live = dest / "files" / f".b.whl.{os.getpid()}.partial"  # a running sync's (here: ours)
+    live.write_bytes(b"x")
+    theirs = dest / "files" / "notes.partial"  # not our pattern: never touched
+    theirs.write_bytes(b"keep")
+    sync_folder(index, dest, Logger({}))
+    assert not stale.exists() and live.exists() and theirs.exists()

