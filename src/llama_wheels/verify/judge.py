@@ -82,12 +82,14 @@ def _ops(e: OpConformance) -> Judgement:
     if not e.runs:
         return Judgement("fail", "no op-level run was made", {})
     failures = [c for r in e.runs for c in r.failures]
-    parts, numbers = [], {}
+    parts: list[str] = []
+    numbers: dict[str, Any] = {}
     for r in e.runs:
         n = r.counts()
-        numbers[r.what] = {"ok": n["ok"], "fail": n["fail"], "unsupported": n["unsupported"],
-                           "seconds": round(r.seconds, 1), "per_op": r.per_op()}
-        parts.append(f"{r.what}: {n['ok']} OK, {n['fail']} failed, {n['unsupported']} not supported by "
+        numbers[r.what] = {"ok": n["ok"], "fail": len(r.failures), "unsupported": n["unsupported"],
+                           "inconclusive": len(r.inconclusive), "seconds": round(r.seconds, 1),
+                           "per_op": r.per_op()}
+        parts.append(f"{r.what}: {n['ok']} OK, {len(r.failures)} failed, {n['unsupported']} not supported by "
                      f"{r.backend} ({r.seconds:.0f} s)")
     unsure = [c for r in e.runs for c in r.inconclusive]
     if unsure:
