@@ -14,7 +14,7 @@ from typing import Any
 
 from packaging.utils import parse_wheel_filename
 
-from llama_wheels import cmd, compcache, farm, fatbin, manifest, sdist, source, toolkit, wheels, windows
+from llama_wheels import bindings, cmd, compcache, farm, fatbin, manifest, sdist, source, toolkit, wheels, windows
 from llama_wheels.clean import in_use, owned_subdir, remove_tree_within
 from llama_wheels.compcache import CacheStats
 from llama_wheels.config import Options
@@ -81,13 +81,15 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
     if raw is None:
         raise BuildFailed(f"the build of {step.flavour} produced no wheel", f"see {staging / 'build.log'}")
     return finish(step, options, raw=raw, staging=staging, env=env, log=log, result=result, t0=t0, c0=c0,
-                  offline=offline, all_from_source=all_from_source)
+                  offline=offline, all_from_source=all_from_source, src=src)
 
 
 def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: Mapping[str, str], log: Logger,
-           result: StepResult, t0: float, c0: float, offline: bool, all_from_source: bool = False) -> StepResult:
+           result: StepResult, t0: float, c0: float, offline: bool, all_from_source: bool = False,
+           src: Path | None = None) -> StepResult:
     """The one post-processing path for a compiled wheel (ours or cibuildwheel's): relabel, slim, runtime
-    policy, arch verification, manylinux tag, the wheel check, dependency wheels, then the manifest."""
+    policy, arch verification, manylinux tag, the wheel check, dependency wheels, then the manifest.
+    ``src``: the source tree compiled (its llama.h lets the binding check compare struct fields too)."""
     stock_size = raw.stat().st_size
     with log.step(f"post-process {step.flavour}"):
         root = wheels.unpack(raw, staging / "unpacked")
@@ -95,6 +97,9 @@ def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: 
         identity = step.source or source.pypi_identity(options.llama_cpp_python, options.sdist_sha256)
         source.stamp_metadata(wheels.dist_info(root) / "METADATA", identity)
         slim = wheels.slim(root)
+        bound = bindings.check_tree(root, src / "vendor" / "llama.cpp" / "include" / "llama.h" if src else None)
+        if not bound.ok:
+            log.warning(f"binding mismatch: {bound.one_line()} (the smoke fails on it)")
         requires: list[str] = []
         if step.arch_set is not None and step.toolkit.version:
             tk_lib = step.toolkit_root / "lib" if step.toolkit_root else None
@@ -138,7 +143,7 @@ def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: 
     entry: dict[str, Any] = {
         "flavour": step.flavour, "filename": final.name, "sha256": report.sha256, "size": report.size,
         "stock_size": stock_size, "llama_cpp_python": identity.version, "sdist_sha256": identity.sdist_sha256,
-        "source": identity.manifest(),
+        "source": identity.manifest(), "bindings": bound.as_dict(),
         "version": step.version, "variants": list(step.variants), "extras": list(step.extras),
         "archs": step.arch_set.cmake() if step.arch_set else None,
         "embedded": sorted(embedded.sass | embedded.ptx) if embedded else None,
