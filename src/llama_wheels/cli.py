@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llama_wheels import bench, crosscheck, doctor, pipeline, selector, serve, smoke
+from llama_wheels import bench, crosscheck, doctor, pipeline, selector, serve, smoke, upstream
 from llama_wheels.config import load_options, non_empty, positive_int
 from llama_wheels.errors import ConfigError, FatalError, PreflightError
 from llama_wheels.log import Logger
@@ -109,6 +109,15 @@ def cmd_prefetch(args: argparse.Namespace, env: Mapping[str, str], log: Logger) 
                                platforms=args.platform or [], cuda=args.cuda, extra=args.extra or [],
                                models=args.model or [], source=args.source, llama_cpp=args.llama_cpp,
                                allow_dirty=args.allow_dirty)
+    return 0
+
+
+def cmd_follow_upstream(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    request = upstream.FollowRequest(
+        index_url=args.index_url, version=args.version, pre=args.pre, allow_yanked=args.allow_yanked,
+        remote=args.remote, base=args.base, repo=args.repo, api_url=args.api_url, dry_run=args.dry_run,
+        plan_check=not args.no_plan_check)
+    pipeline.follow_upstream(load_options(env, {}, log), request, env, log)
     return 0
 
 
@@ -281,6 +290,20 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     i.add_argument("--variants", action="store_true",
                    help="also write PEP 825 variant copies of the CUDA wheels into index/variants/ (needs variantlib)")
     i.set_defaults(func=cmd_index)
+
+    fu = sub.add_parser("follow-upstream", help="a newer llama-cpp-python on the index: pin it on a branch, open one PR")
+    fu.add_argument("--index-url", help="a simple index (PEP 691 JSON or PEP 503 HTML), e.g. https://host/simple/; "
+                                        "default: PyPI's JSON API")
+    fu.add_argument("--version", help="pin this version instead of the newest")
+    fu.add_argument("--pre", action="store_true", help="consider pre-releases")
+    fu.add_argument("--allow-yanked", action="store_true", help="consider (and accept) yanked files")
+    fu.add_argument("--remote", default="origin", help="the git remote to push the branch to (default origin)")
+    fu.add_argument("--base", help="the pull request's base branch (default: the current branch)")
+    fu.add_argument("--repo", help="OWNER/NAME on GitHub (default: GITHUB_REPOSITORY)")
+    fu.add_argument("--api-url", help="GitHub's REST API (default: GITHUB_API_URL, else https://api.github.com)")
+    fu.add_argument("--dry-run", action="store_true", help="say what would be pinned, pushed and opened; change nothing")
+    fu.add_argument("--no-plan-check", action="store_true", help="skip the build --cpu --dry-run check on the branch")
+    fu.set_defaults(func=cmd_follow_upstream)
 
     sel = sub.add_parser("select", help="pick the flavour for this machine's GPUs and driver; print or run pip")
     selector.add_arguments(sel)

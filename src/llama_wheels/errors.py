@@ -31,6 +31,7 @@ code class                  when
 16   InUse                  another run holds the lock, and waiting for it timed out
 14   VariantError           (a PublishError) variantlib's variant copies are not what we asked for
 17   SelectFailed           select found no flavour that runs here, or could not read the catalogue
+18   UpstreamError          follow-upstream: the index, the pin branch or the pull request failed
 130  (KeyboardInterrupt)    interrupted
 ==== =====================  ==========================================================
 
@@ -176,11 +177,18 @@ class SourceError(FatalError):
     return_code = 15
 
 
+class UpstreamError(FatalError):
+    """``follow-upstream``: the index cannot be read, a release is yanked or missing, the checkout is dirty, a
+    branch cannot be resolved, or GitHub's API refused the pull request."""
+
+    return_code = 18
+
+
 __all__ = [
     "ArchError", "BuildFailed", "ChecksumError", "CleanRefused", "CommandFailed", "ConfigError", "FatalError",
     "IndexConflict", "ModelError", "OfflineMissing", "PreflightError", "PublishError", "SelectFailed", "SmokeFailed",
     "SourceError",
-    "ToolNotFound", "WheelCheckFailed", "exit_codes",
+    "ToolNotFound", "UpstreamError", "WheelCheckFailed", "exit_codes",
 ]
 
 

@@ -37,6 +37,7 @@ from llama_wheels import (
     selector,
     source,
     toolkit,
+    upstream,
     variants,
 )
 from llama_wheels.archs import parse_arch_set
@@ -307,6 +308,12 @@ def cibuildwheel(options: Options, request: CibuildwheelRequest, env: Mapping[st
 
 
 # ------------------------------------------------------------------------ release and upkeep ---------
+
+
+def follow_upstream(options: Options, request: upstream.FollowRequest, env: Mapping[str, str],
+                    log: Logger) -> upstream.FollowResult:
+    """A newer llama-cpp-python on the index: pin it on a branch and open one pull request (upstream.follow)."""
+    return upstream.follow(options.project_root, request, env, log)
 
 
 def check_wheels(options: Options, paths: Sequence[Path], log: Logger) -> None:
