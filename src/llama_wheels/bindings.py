@@ -138,7 +138,8 @@ def header_structs(header: str) -> dict[str, list[str]]:
 def header_functions(header: str, api: str = "LLAMA_API") -> list[str]:
     """Functions a header declares with ``api`` (LLAMA_API, MTMD_API: what the shared library exports),
     deprecated ones included."""
-    text = re.sub(r"\bDEPRECATED\s*\(", "", _strip_comments(header))
+    text = re.sub(r"^\s*#.*$", "", _strip_comments(header), flags=re.M)  # the macro's own #define lines
+    text = re.sub(r"\bDEPRECATED\s*\(", "", text)
     return sorted(set(re.findall(rf"\b{api}\b[^;{{]*?\b(\w+)\s*\(", text)))
 
 
