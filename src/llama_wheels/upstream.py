@@ -260,11 +260,13 @@ def make_branch(root: Path, remote: str, base_commit: str, branch: str, release:
                 clean = {k: v for k, v in env.items() if not k.startswith("LLAMA_WHEELS_")}
                 res = cmd.run([sys.executable, "-m", "llama_wheels", "build", "--cpu", "--dry-run"], cwd=work,
                               env={**clean, "LLAMA_WHEELS_ROOT": str(work)}, capture=True, check=False, quiet=True)
-                if res.returncode != 0 or "+cpu" not in res.stdout:
-                    last = (res.stdout + res.stderr).strip().splitlines()[-1:] or ["(no output)"]
+                out = res.stdout + res.stderr  # the log may go to either stream
+                step = next((line for line in out.splitlines() if line.startswith("step ")), "")
+                if res.returncode != 0 or f"{release.version}+cpu" not in step:
+                    last = out.strip().splitlines()[-1:] or ["(no output)"]
                     raise UpstreamError(f"the dry-run plan fails with the new pin: {last[0]}",
                                         "fix the project for the new release by hand")
-                log.info(next(line for line in res.stdout.splitlines() if line.startswith("step ")))
+                log.info(step)
         _git(["add", "pyproject.toml"], work, env)
         msg = (f"Pin llama-cpp-python {release.version}\n\nsdist {release.filename}\nsha256 {sha256} "
                f"(from the index, matched by the download)\n")
