@@ -43,6 +43,9 @@ VENDOR = "vendor/llama.cpp"
 #: A fixed mtime for every member: the archive's bytes depend on the trees alone.
 MTIME = 1_700_000_000
 _HEX = re.compile(r"[0-9a-f]{7,40}")
+#: Left out of a llama.cpp tree: the tokenizer test vocabularies (models/ggml-vocab-*.gguf, up to ~12 MB each).
+#: They are not built, the slim sdist drops them too, and snapshots without large files lack them.
+LLAMA_EXCLUDE = ("models/*.gguf",)
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,15 @@ def resolve_tree(url: str, ref: str, cache_dir: Path, env: Mapping[str, str], *,
             dirty = _worktree_hash(Path(url), env)[:6]
         branch = _git(["rev-parse", "--abbrev-ref", "HEAD"], env, cwd=Path(url)).strip()
         return GitTree(url, branch if branch != "HEAD" else "HEAD", commit, "head", dirty), Path(url)
+    if _local(url):  # a local repository (a checkout or a bare one): read it in place, copy nothing
+        kind = next((k for k, prefix in (("tag", "refs/tags/"), ("branch", "refs/heads/"))
+                     if _has_commit(Path(url), f"{prefix}{ref}", env)), "commit")
+        commit = _has_commit(Path(url), f"refs/tags/{ref}" if kind == "tag" else f"refs/heads/{ref}"
+                             if kind == "branch" else ref, env)
+        if commit is None:
+            raise SourceError(f"'{ref}' is not a branch, tag or commit of {url}",
+                              f"give a ref that exists there (git -C {url} show-ref)")
+        return GitTree(url, ref, commit, kind), Path(url)
     found = ls_remote(url, ref, env)
     repo = cache_repo(cache_dir, url, env)
     if found is not None:
@@ -292,10 +304,12 @@ def submodule_url(repo: Path, commit: str, base_url: str, path: str, env: Mappin
 # ------------------------------------------------------------------------------- archives --------------
 
 
-def _git_tar_bytes(repo: Path, commit: str, env: Mapping[str, str], dest: Path) -> Path:
-    """``git archive`` written to a file (binary-safe: cmd.run captures text)."""
-    cmd.run(["git", "-C", str(repo), "archive", "--format=tar", "-o", str(dest), commit], env=env, quiet=True,
-            capture=True)
+def _git_tar_bytes(repo: Path, commit: str, env: Mapping[str, str], dest: Path,
+                   exclude: Sequence[str] = ()) -> Path:
+    """``git archive`` written to a file (binary-safe: cmd.run captures text), without the ``exclude`` globs."""
+    spec = ["--", ".", *(f":(exclude){g}" for g in exclude)] if exclude else []
+    cmd.run(["git", "-C", str(repo), "archive", "--format=tar", "-o", str(dest), commit, *spec], env=env,
+            quiet=True, capture=True)
     return dest
 
 
@@ -421,10 +435,12 @@ def resolve(options_version: str, sdist_sha256: str, package: str | None, llama_
     return Resolved(identity, repo, lrepo)
 
 
-def _members(repo: Path, tree: GitTree, env: Mapping[str, str], tar: Path) -> list[Member]:
+def _members(repo: Path, tree: GitTree, env: Mapping[str, str], tar: Path,
+             exclude: Sequence[str] = ()) -> list[Member]:
     if tree.dirty:
-        return list(_worktree_members(repo, env))
-    return list(_tar_members(_git_tar_bytes(repo, tree.commit, env, tar), 0))
+        return [m for m in _worktree_members(repo, env)
+                if not any(PurePosixPath(m[0]).match(g) for g in exclude)]
+    return list(_tar_members(_git_tar_bytes(repo, tree.commit, env, tar, exclude), 0))
 
 
 def materialise(*, options_version: str, sdist_path: Path | None, sdist_sha256: str, package: str | None,
@@ -448,7 +464,7 @@ def materialise(*, options_version: str, sdist_path: Path | None, sdist_sha256: 
     if identity.llama_cpp is not None and r.llama_repo is not None:
         members = [m for m in members if not m[0].startswith(VENDOR + "/") and m[0] != VENDOR]
         members += [(f"{VENDOR}/{rel}", i, d) for rel, i, d in
-                    _members(r.llama_repo, identity.llama_cpp, env, work / "llama.tar")]
+                    _members(r.llama_repo, identity.llama_cpp, env, work / "llama.tar", LLAMA_EXCLUDE)]
     name = archive_name(identity)
     dest = cache_dir / "sources" / f"{name}.tar.gz"
     sha = write_archive(dest, name, iter(members))

@@ -368,3 +368,34 @@ def test_follow_upstream_refuses_a_yanked_release_and_a_wrong_sha256(
     finally:
         index.server.shutdown()
         index.server.server_close()
+
+
+# ------------------------------------------------------------------------------ binding mismatches -------
+
+
+def test_bindings_check_on_the_built_wheel_names_a_missing_symbol(cpu_build: Path, tmp_path: Path) -> None:
+    """The session's wheel: every function llama_cpp.py binds is in libllama.so's ELF exports. A copy whose
+    bindings call a function this llama.cpp does not have (as after a rename upstream) is named by the smoke
+    check before any import; a struct field the build recorded as changed is named too."""
+    import zipfile
+
+    from llama_wheels.bindings import check_wheel
+    from llama_wheels.smoke.checks import bindings_check
+
+    rep = check_wheel(cpu_build)
+    assert rep.ok and rep.checked["libllama"] > 200, rep.as_dict()
+    assert bindings_check(cpu_build, {}).status == "pass"
+    bad = tmp_path / cpu_build.name
+    with zipfile.ZipFile(cpu_build) as src, zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "llama_cpp/llama_cpp.py":
+                data += (b'\n\n@ctypes_function("llama_renamed_upstream", [], None)\n'
+                         b"def llama_renamed_upstream() -> None: ...\n")
+            out.writestr(info, data)
+    check = bindings_check(bad, {})
+    assert check.status == "fail" and "libllama.so does not export llama_renamed_upstream" in check.detail
+    recorded = {"bindings": {"structs": ["struct llama_context_params: field 5 is n_rs_seq in llama.h but "
+                                         "n_threads in the bindings (33 vs 32 fields; llama.h adds n_rs_seq)"]}}
+    check = bindings_check(cpu_build, recorded)
+    assert check.status == "fail" and "struct llama_context_params: field 5 is n_rs_seq" in check.detail
