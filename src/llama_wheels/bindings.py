@@ -91,10 +91,12 @@ def _strip_comments(text: str) -> str:
 
 
 def _top_level(body: str, sep: str) -> list[str]:
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in body:
-        depth += ch in "{(" and 1 or 0
-        depth -= ch in "})" and 1 or 0
+        depth += (ch in "{(" and 1) or 0
+        depth -= (ch in "})" and 1) or 0
         if ch == sep and depth == 0:
             parts.append("".join(cur))
             cur = []
@@ -176,7 +178,8 @@ def compare_structs(bound: Mapping[str, list[str]], header: Mapping[str, list[st
     """(breaking, appended): one line per struct the bindings define and the header defines differently.
     Appended = the bound fields are the header's first fields (llama.h added fields at the end): harmless
     where the library allocates the struct, wrong where Python does or it is passed by value."""
-    out, appended = [], []
+    out: list[str] = []
+    appended: list[str] = []
     for name, fields in bound.items():
         c = header.get(name)
         if c is None:

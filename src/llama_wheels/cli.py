@@ -291,7 +291,8 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
                    help="also write PEP 825 variant copies of the CUDA wheels into index/variants/ (needs variantlib)")
     i.set_defaults(func=cmd_index)
 
-    fu = sub.add_parser("follow-upstream", help="a newer llama-cpp-python on the index: pin it on a branch, open one PR")
+    fu = sub.add_parser("follow-upstream",
+                        help="a newer llama-cpp-python on the index: pin it on a branch, open one PR")
     fu.add_argument("--index-url", help="a simple index (PEP 691 JSON or PEP 503 HTML), e.g. https://host/simple/; "
                                         "default: PyPI's JSON API")
     fu.add_argument("--version", help="pin this version instead of the newest")
@@ -301,7 +302,8 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     fu.add_argument("--base", help="the pull request's base branch (default: the current branch)")
     fu.add_argument("--repo", help="OWNER/NAME on GitHub (default: GITHUB_REPOSITORY)")
     fu.add_argument("--api-url", help="GitHub's REST API (default: GITHUB_API_URL, else https://api.github.com)")
-    fu.add_argument("--dry-run", action="store_true", help="say what would be pinned, pushed and opened; change nothing")
+    fu.add_argument("--dry-run", action="store_true",
+                    help="say what would be pinned, pushed and opened; change nothing")
     fu.add_argument("--no-plan-check", action="store_true", help="skip the build --cpu --dry-run check on the branch")
     fu.set_defaults(func=cmd_follow_upstream)
 

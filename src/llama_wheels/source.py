@@ -171,7 +171,11 @@ def ls_remote(url: str, ref: str, env: Mapping[str, str]) -> tuple[str, str] | N
     except CommandFailed as exc:
         raise SourceError(f"cannot read git refs from {url}: {exc.message.splitlines()[-1]}",
                           "check the URL and the network (offline: use a source carried by nox -s prefetch)") from None
-    refs = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
+    refs: dict[str, str] = {}
+    for line in out.splitlines():
+        if "\t" in line:
+            sha, name = line.split("\t", 1)
+            refs[name] = sha
     for name, kind in ((f"refs/tags/{ref}^{{}}", "tag"), (f"refs/tags/{ref}", "tag"), (f"refs/heads/{ref}", "branch")):
         if name in refs:
             return refs[name], kind
@@ -240,12 +244,12 @@ def resolve_tree(url: str, ref: str, cache_dir: Path, env: Mapping[str, str], *,
     if _local(url):  # a local repository (a checkout or a bare one): read it in place, copy nothing
         kind = next((k for k, prefix in (("tag", "refs/tags/"), ("branch", "refs/heads/"))
                      if _has_commit(Path(url), f"{prefix}{ref}", env)), "commit")
-        commit = _has_commit(Path(url), f"refs/tags/{ref}" if kind == "tag" else f"refs/heads/{ref}"
-                             if kind == "branch" else ref, env)
-        if commit is None:
+        found_commit = _has_commit(Path(url), f"refs/tags/{ref}" if kind == "tag" else f"refs/heads/{ref}"
+                                   if kind == "branch" else ref, env)
+        if found_commit is None:
             raise SourceError(f"'{ref}' is not a branch, tag or commit of {url}",
                               f"give a ref that exists there (git -C {url} show-ref)")
-        return GitTree(url, ref, commit, kind), Path(url)
+        return GitTree(url, ref, found_commit, kind), Path(url)
     found = ls_remote(url, ref, env)
     repo = cache_repo(cache_dir, url, env)
     if found is not None:
@@ -484,10 +488,12 @@ def identity_json(identity: SourceIdentity) -> dict[str, Any]:
 
 
 def identity_from_json(data: Mapping[str, Any]) -> SourceIdentity:
-    trees = {k: GitTree(**data[k]) if data.get(k) else None for k in ("package", "llama_cpp")}
+    def tree(key: str) -> GitTree | None:
+        return GitTree(**data[key]) if data.get(key) else None
+
     names = {f.name for f in dataclasses.fields(SourceIdentity)} - {"package", "llama_cpp"}
     plain = {k: v for k, v in data.items() if k in names}
-    return SourceIdentity(**plain, **trees)
+    return SourceIdentity(**plain, package=tree("package"), llama_cpp=tree("llama_cpp"))
 
 
 def find_offline(folder: Path, package: str | None, llama_cpp: str | None) -> Materialised:

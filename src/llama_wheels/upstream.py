@@ -89,7 +89,7 @@ class FollowResult:
 def _http_json(url: str, headers: Mapping[str, str] | None = None) -> Any:
     req = urllib.request.Request(url, headers={"Accept": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (http(s) URLs we were given)
+        with urllib.request.urlopen(req, timeout=60) as resp:
             return json.load(resp)
     except urllib.error.HTTPError as exc:
         raise UpstreamError(f"{url} answered HTTP {exc.code}", "check the index URL and the project name") from None
@@ -169,7 +169,7 @@ def download_sha256(release: Release, dest: Path) -> str:
     """Download the sdist to ``dest`` and return its sha256."""
     h = hashlib.sha256()
     try:
-        with urllib.request.urlopen(release.url, timeout=300) as resp, dest.open("wb") as f:  # noqa: S310
+        with urllib.request.urlopen(release.url, timeout=300) as resp, dest.open("wb") as f:
             while chunk := resp.read(1 << 20):
                 h.update(chunk)
                 f.write(chunk)
@@ -298,7 +298,7 @@ def _api(method: str, url: str, token: str, body: Mapping[str, Any] | None = Non
         "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "llama-wheels",
         **({"Content-Type": "application/json"} if data is not None else {})})
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (the API URL we were given)
+        with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status, json.load(resp)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:200]

@@ -100,7 +100,8 @@ def test_source_refusals_dirty_and_unresolvable(remotes: dict[str, Any], src_env
     checkout = remotes["llama_dir"]
     (checkout / "local-change.c").write_text("int x;\n")
     dirty = lw("build", "--cpu", "--dry-run", "--llama-cpp", str(checkout), env=src_env, timeout=600)
-    assert dirty.returncode == 15 and "has uncommitted changes (?? local-change.c)" in dirty.stdout, dirty.stdout[-2000:]
+    assert dirty.returncode == 15, dirty.stdout[-2000:]
+    assert "has uncommitted changes (?? local-change.c)" in dirty.stdout
     assert "--allow-dirty" in dirty.stdout and "Traceback" not in dirty.stdout
     allowed = lw("build", "--cpu", "--dry-run", "--llama-cpp", str(checkout), "--allow-dirty", env=src_env,
                  timeout=600)
@@ -232,10 +233,10 @@ class GitHub:
                 gh.pulls.append(pr)
                 return self.reply(201, pr)
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's names)
+            def do_GET(self) -> None:
                 self.handle_any("GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self.handle_any("POST")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -330,7 +331,7 @@ class StaticIndex:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/simple/llama-cpp-python":
                     body, ctype = page, "application/vnd.pypi.simple.v1+json"
                 elif self.path.startswith("/files/") and self.path[7:] in files:

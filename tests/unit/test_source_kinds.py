@@ -140,7 +140,7 @@ def test_choose_newest_skips_pre_releases_and_yanked() -> None:
     assert upstream.choose(found, "0.3.37") is None
     with pytest.raises(UpstreamError, match=r"0\.3\.38 is yanked on idx \(bad build\); pin another version"):
         upstream.choose([R("0.3.38", "c", "u", "3", True, "bad build")], "0.3.36", version="0.3.38", where="idx")
-    with pytest.raises(UpstreamError, match="has no llama-cpp-python 0.4.0 sdist"):
+    with pytest.raises(UpstreamError, match=r"has no llama-cpp-python 0\.4\.0 sdist"):
         upstream.choose(found, "0.3.36", version="0.4.0")
 
 
@@ -195,7 +195,8 @@ class llama_batch(ctypes.Structure):
     _fields_ = [("n_tokens", ctypes.c_int32), ("token", ctypes.c_void_p), ("cb_eval", ctypes.c_void_p)]
 class llama_context_params(ctypes.Structure):
     pass
-llama_context_params._fields_ = [("n_ctx", ctypes.c_uint32), ("n_batch", ctypes.c_uint32), ("n_threads", ctypes.c_int32)]
+llama_context_params._fields_ = [("n_ctx", ctypes.c_uint32), ("n_batch", ctypes.c_uint32),
+                                 ("n_threads", ctypes.c_int32)]
 
 @ctypes_function("llama_decode", [], ctypes.c_int32)
 def llama_decode(ctx, batch): ...
