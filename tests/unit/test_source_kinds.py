@@ -239,3 +239,17 @@ def test_mismatch_names_the_symbol_and_the_struct() -> None:
 
 def test_exports_read_from_an_elf_stream() -> None:
     assert bindings.exported_symbols_stream(io.BytesIO(b"not an elf")) == set()
+
+
+def test_the_scheduled_job_runs_the_task_with_a_token_from_secrets_only() -> None:
+    import yaml
+
+    wf = yaml.safe_load((Path(__file__).resolve().parents[2] / "ci" / "workflows" / "follow-upstream.yml").read_text())
+    on = wf.get("on", wf.get(True))
+    assert "schedule" in on and on["schedule"][0]["cron"]
+    (job,) = wf["jobs"].values()
+    assert job["runs-on"] == "ubuntu-latest" and job["timeout-minutes"] <= 30
+    step = next(s for s in job["steps"] if "follow-upstream" in s.get("run", ""))
+    assert step["run"] == "scripts/run invoke follow-upstream"
+    assert step["env"] == {"GITHUB_TOKEN": "${{ secrets.UPSTREAM_PR_TOKEN || github.token }}"}
+    assert wf["permissions"] == {"contents": "write", "pull-requests": "write"}
