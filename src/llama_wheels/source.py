@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from llama_wheels import cmd
+from llama_wheels import cmd, sdist
 from llama_wheels.digest import sha256_file
 from llama_wheels.errors import ChecksumError, CommandFailed, ConfigError, OfflineMissing, SourceError
 
@@ -521,3 +521,21 @@ def stamp_metadata(meta: Path, identity: SourceIdentity) -> None:
     head, sep, body = text.partition("\n\n")
     head += "".join(f"\nProject-URL: {u}" for u in identity.metadata_urls() if f"Project-URL: {u}" not in head)
     meta.write_text(head + sep + body, encoding="utf-8")
+
+
+def find_archive(folders: Sequence[Path], record: Mapping[str, Any]) -> sdist.Source | None:
+    """The archive a wheel was built from, by the manifest's ``source`` record (its archive sha256), in the
+    cache or the prefetch folder; None for the PyPI sdist (its own path finds it) or when none is at hand."""
+    want = str(record.get("archive_sha256", ""))
+    if record.get("kind", "pypi") == "pypi" or not want:
+        return None
+    for folder in folders:
+        for side in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            data = json.loads(side.read_text())
+            if data.get("archive_sha256") != want:
+                continue
+            archive = side.with_name(side.name.removesuffix(".json"))
+            expected = data.get("slim_sha256") or want
+            if archive.is_file() and sha256_file(archive) == expected:
+                return sdist.Source(archive, want, slim=bool(data.get("slim_sha256")))
+    return None

@@ -253,3 +253,15 @@ def test_the_scheduled_job_runs_the_task_with_a_token_from_secrets_only() -> Non
     assert step["run"] == "scripts/run invoke follow-upstream"
     assert step["env"] == {"GITHUB_TOKEN": "${{ secrets.UPSTREAM_PR_TOKEN || github.token }}"}
     assert wf["permissions"] == {"contents": "write", "pull-requests": "write"}
+
+
+def test_bench_finds_the_archive_the_wheel_was_built_from(tmp_path: Path) -> None:
+    archive = tmp_path / "prefetch" / "sources" / "a.slim.tar.gz"
+    archive.parent.mkdir(parents=True)
+    slim_sha = source.write_archive(archive, "a", iter([("pyproject.toml", tarfile.TarInfo("x"), b"[project]\n")]))
+    source.sidecar(archive).write_text(json.dumps({"archive_sha256": "e" * 64, "slim_sha256": slim_sha}))
+    folders = [tmp_path / "cache" / "sources", archive.parent]
+    found = source.find_archive(folders, {"kind": "llama", "archive_sha256": "e" * 64})
+    assert found is not None and found.path == archive and found.slim and found.original_sha256 == "e" * 64
+    assert source.find_archive(folders, {"kind": "pypi", "archive_sha256": "e" * 64}) is None
+    assert source.find_archive(folders, {"kind": "git", "archive_sha256": "f" * 64}) is None
