@@ -321,6 +321,22 @@ def test_follow_upstream_pins_on_a_branch_and_opens_one_pull_request(
     assert f"a pull request for {branch} exists (open)" in again.stdout and len(github.posts()) == 1
 
 
+def test_invoke_task_dry_run_says_what_it_would_do(two_releases: tuple[str, Path], github: GitHub,
+                                                   project: dict[str, Path], lw_env: dict[str, str]) -> None:
+    """`invoke follow-upstream --dry-run`, as the scheduled job runs the task: no token needed, nothing pushed."""
+    index, newer = two_releases
+    env = {**lw_env, "LLAMA_WHEELS_ROOT": str(project["checkout"]), **GIT_ID}
+    res = subprocess.run([sys.executable, "-m", "invoke", "follow-upstream", "--index-url", index, "--repo", REPO,
+                          "--api-url", github.url, "--dry-run"], cwd=Path(__file__).resolve().parents[2], env=env,
+                         capture_output=True, text=True, timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert (f"dry run: would pin 0.3.37 (sha256 {sha(newer)}) on llama-wheels/llama-cpp-python-0.3.37 from main"
+            in out) and f"open a pull request on {REPO}" in out
+    assert github.requests == [] and git("ls-remote", "--heads", project["origin"], cwd=project["checkout"]) \
+        .count("\n") == 0
+
+
 class StaticIndex:
     """A PEP 691 JSON project page on a real loopback HTTP server, with the files it links."""
 
@@ -374,14 +390,26 @@ def test_follow_upstream_refuses_a_yanked_release_and_a_wrong_sha256(
 # ------------------------------------------------------------------------------ binding mismatches -------
 
 
-def test_bindings_check_on_the_built_wheel_names_a_missing_symbol(cpu_build: Path, tmp_path: Path) -> None:
+def test_bindings_check_on_the_built_wheel_names_a_missing_symbol(cpu_build: Path, work: Path,
+                                                                   tmp_path: Path) -> None:
     """The session's wheel: every function llama_cpp.py binds is in libllama.so's ELF exports. A copy whose
     bindings call a function this llama.cpp does not have (as after a rename upstream) is named by the smoke
-    check before any import; a struct field the build recorded as changed is named too."""
+    check before any import; a struct field the build recorded as changed is named too. The build recorded its
+    source (the pinned sdist) in the manifest and METADATA, and the binding check against the sdist's llama.h."""
     import zipfile
 
     from llama_wheels.bindings import check_wheel
+    from llama_wheels.config import DEFAULTS
     from llama_wheels.smoke.checks import bindings_check
+
+    entry = json.loads((work / "wheelhouse" / "manifest.json").read_text())["wheels"]["cpu/" + cpu_build.name]
+    pin = DEFAULTS["sdist-sha256"]
+    assert entry["source"] == {"kind": "pypi", "version": "0.3.36", "sdist_sha256": pin, "archive_sha256": pin}
+    assert entry["bindings"]["ok"] and entry["bindings"]["structs"] == [], entry["bindings"]
+    assert entry["bindings"]["checked"]["libllama"] > 200
+    with zipfile.ZipFile(cpu_build) as zf:
+        meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    assert f"Project-URL: Source-sdist, https://pypi.org/project/llama-cpp-python/0.3.36/#sha256={pin}" in meta
 
     rep = check_wheel(cpu_build)
     assert rep.ok and rep.checked["libllama"] > 200, rep.as_dict()
