@@ -340,8 +340,10 @@ def test_invoke_task_dry_run_says_what_it_would_do(two_releases: tuple[str, Path
 class StaticIndex:
     """A PEP 691 JSON project page on a real loopback HTTP server, with the files it links."""
 
-    def __init__(self, files: dict[str, bytes], listing: list[dict[str, Any]]) -> None:
+    def __init__(self, files: dict[str, bytes], listing: list[dict[str, Any]],
+                 json_api: dict[str, Any] | None = None) -> None:
         page = json.dumps({"meta": {"api-version": "1.1"}, "name": "llama-cpp-python", "files": listing}).encode()
+        api = json.dumps(json_api or {}).encode()
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: object) -> None:
@@ -350,6 +352,8 @@ class StaticIndex:
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/simple/llama-cpp-python":
                     body, ctype = page, "application/vnd.pypi.simple.v1+json"
+                elif self.path == "/pypi/llama-cpp-python/json" and json_api is not None:
+                    body, ctype = api, "application/json"
                 elif self.path.startswith("/files/") and self.path[7:] in files:
                     body, ctype = files[self.path[7:]], "application/octet-stream"
                 else:
@@ -428,3 +432,34 @@ def test_bindings_check_on_the_built_wheel_names_a_missing_symbol(cpu_build: Pat
                                          "n_threads in the bindings (33 vs 32 fields; llama.h adds n_rs_seq)"]}}
     check = bindings_check(cpu_build, recorded)
     assert check.status == "fail" and "struct llama_context_params: field 5 is n_rs_seq" in check.detail
+
+
+def test_pypi_json_api_is_read_like_pypi_answers(tmp_path: Path) -> None:
+    """The default reader, on PyPI's JSON API shape (releases -> files with packagetype, digests, yanked):
+    wheels are skipped, the newest sdist above the pin that is neither yanked nor a pre-release is chosen."""
+    from llama_wheels import upstream
+
+    def f(name: str, kind: str = "sdist", yanked: bool = False) -> dict[str, Any]:
+        return {"filename": name, "url": f"http://files/{name}", "packagetype": kind, "yanked": yanked,
+                "yanked_reason": "oops" if yanked else None, "digests": {"sha256": hashlib.sha256(name.encode())
+                                                                         .hexdigest()}}
+
+    api = {"info": {"version": "0.3.39"}, "releases": {
+        "0.3.36": [f("llama_cpp_python-0.3.36.tar.gz")],
+        "0.3.37": [f("llama_cpp_python-0.3.37.tar.gz"), f("llama_cpp_python-0.3.37-py3-none-any.whl", "bdist_wheel")],
+        "0.3.38": [f("llama_cpp_python-0.3.38.tar.gz", yanked=True)],
+        "0.3.39b1": [f("llama_cpp_python-0.3.39b1.tar.gz")]}}
+    index = StaticIndex({}, [], api)
+    try:
+        base = index.url.removesuffix("/simple/")
+        found = upstream.releases_from_json_api(base + "/pypi/{project}/json")
+        assert sorted(r.filename for r in found) == ["llama_cpp_python-0.3.36.tar.gz", "llama_cpp_python-0.3.37.tar.gz",
+                                                     "llama_cpp_python-0.3.38.tar.gz",
+                                                     "llama_cpp_python-0.3.39b1.tar.gz"]
+        chosen = upstream.choose(found, "0.3.36")
+        assert chosen is not None and chosen.version == "0.3.37"
+        assert chosen.sha256 == hashlib.sha256(b"llama_cpp_python-0.3.37.tar.gz").hexdigest()
+        assert next(r for r in found if r.version == "0.3.38").yanked_reason == "oops"
+    finally:
+        index.server.shutdown()
+        index.server.server_close()
