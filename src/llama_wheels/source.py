@@ -203,7 +203,9 @@ def fetch_commit(repo: Path, url: str, want: str, env: Mapping[str, str]) -> str
     """Make ``want`` (a ref name or a full/abbreviated commit) present in ``repo``; returns the full commit."""
     if _HEX.fullmatch(want) and (got := _has_commit(repo, want, env)):
         return got
-    attempts = [[want]] if not _HEX.fullmatch(want) or len(want) == 40 else []
+    # One commit's tree is all a build needs: a shallow fetch (llama.cpp's whole history is over 1 GB). A short
+    # id can't be asked for by name, so then every branch and tag is fetched and the id looked up.
+    attempts = [["--depth=1", want]] if not _HEX.fullmatch(want) or len(want) == 40 else []
     attempts.append(["+refs/heads/*:refs/lw/heads/*", "+refs/tags/*:refs/lw/tags/*"])  # a short id: fetch all
     for refspecs in attempts:
         try:
