@@ -121,3 +121,35 @@ def select_flavour(c: Context, index: str = "", gpus: str = "", driver_cuda: str
 
 ns = Collection(doctor, clean_temp, check_wheels, cache_stats, cache_clear, farm_scheduler, farm_server,
                select_flavour)
+
+
+@task(name="follow-upstream", help={
+    "index_url": "a simple index (PEP 691 JSON or PEP 503 HTML) by URL; default: PyPI's JSON API",
+    "version": "pin this version instead of the newest",
+    "pre": "consider pre-releases",
+    "allow_yanked": "consider (and accept) yanked files",
+    "remote": "the git remote to push the branch to",
+    "base": "the pull request's base branch (default: the current branch)",
+    "repo": "OWNER/NAME on GitHub (default: GITHUB_REPOSITORY)",
+    "api_url": "GitHub's REST API (default: GITHUB_API_URL, else https://api.github.com)",
+    "dry_run": "say what would be pinned, pushed and opened; change nothing",
+    "no_plan_check": "skip the build --cpu --dry-run check on the branch",
+})
+def follow_upstream(c: Context, index_url: str = "", version: str = "", pre: bool = False, allow_yanked: bool = False,
+                    remote: str = "origin", base: str = "", repo: str = "", api_url: str = "", dry_run: bool = False,
+                    no_plan_check: bool = False) -> None:
+    """A newer llama-cpp-python on the index: pin it (version + the index's sha256) on a branch, open one PR.
+
+    The token comes from GITHUB_TOKEN or GH_TOKEN only. Running it again opens no second pull request.
+    """
+    args = ["follow-upstream", "--remote", remote]
+    for flag, value in (("--index-url", index_url), ("--version", version), ("--base", base), ("--repo", repo),
+                        ("--api-url", api_url)):
+        args += [flag, value] if value else []
+    for flag, on in (("--pre", pre), ("--allow-yanked", allow_yanked), ("--dry-run", dry_run),
+                     ("--no-plan-check", no_plan_check)):
+        args += [flag] if on else []
+    _run(args)
+
+
+ns.add_task(follow_upstream)

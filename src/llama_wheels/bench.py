@@ -165,10 +165,13 @@ def wheel_compilers(build_tree: Path) -> list[str]:
 
 def build_llama_bench(options: Options, entry: Mapping[str, Any], env: Mapping[str, str],
                       offline: bool, target: str = "llama-bench") -> tuple[Path, float, CacheStats]:
-    from llama_wheels import sdist
+    from llama_wheels import sdist, source
     from llama_wheels.build import resolve_source
 
-    src = sdist.extract(resolve_source(options, offline, env), owned_subdir(options.build_dir, "src"))
+    # the source the wheel was built from (a git or llama.cpp swap: its archive), else the pinned sdist
+    built_from = source.find_archive([options.cache_dir / "sources", options.prefetch_dir / "sources"],
+                                     entry.get("source") or {})
+    src = sdist.extract(built_from or resolve_source(options, offline, env), owned_subdir(options.build_dir, "src"))
     bdir = owned_subdir(options.build_dir, f"bench-{entry.get('flavour', 'wheel')}")
     benv = {**env, **env_for(options)}
     t0 = time.monotonic()

@@ -14,7 +14,7 @@ from typing import Any
 
 from packaging.utils import parse_wheel_filename
 
-from llama_wheels import cmd, compcache, farm, fatbin, manifest, sdist, toolkit, wheels, windows
+from llama_wheels import bindings, cmd, compcache, farm, fatbin, manifest, sdist, source, toolkit, wheels, windows
 from llama_wheels.clean import in_use, owned_subdir, remove_tree_within
 from llama_wheels.compcache import CacheStats
 from llama_wheels.config import Options
@@ -83,18 +83,25 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
     if raw is None:
         raise BuildFailed(f"the build of {step.flavour} produced no wheel", f"see {staging / 'build.log'}")
     return finish(step, options, raw=raw, staging=staging, env=env, log=log, result=result, t0=t0, c0=c0,
-                  offline=offline, all_from_source=all_from_source)
+                  offline=offline, all_from_source=all_from_source, src=src)
 
 
 def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: Mapping[str, str], log: Logger,
-           result: StepResult, t0: float, c0: float, offline: bool, all_from_source: bool = False) -> StepResult:
+           result: StepResult, t0: float, c0: float, offline: bool, all_from_source: bool = False,
+           src: Path | None = None) -> StepResult:
     """The one post-processing path for a compiled wheel (ours or cibuildwheel's): relabel, slim, runtime
-    policy, arch verification, manylinux tag, the wheel check, dependency wheels, then the manifest."""
+    policy, arch verification, manylinux tag, the wheel check, dependency wheels, then the manifest.
+    ``src``: the source tree compiled (its llama.h lets the binding check compare struct fields too)."""
     stock_size = raw.stat().st_size
     with log.step(f"post-process {step.flavour}"):
         root = wheels.unpack(raw, staging / "unpacked")
         wheels.relabel(root, step.version)
+        identity = step.source or source.pypi_identity(options.llama_cpp_python, options.sdist_sha256)
+        source.stamp_metadata(wheels.dist_info(root) / "METADATA", identity)
         slim = wheels.slim(root)
+        bound = bindings.check_tree(root, src / "vendor" / "llama.cpp" / "include" / "llama.h" if src else None)
+        if not bound.ok:
+            log.warning(f"binding mismatch: {bound.one_line()} (the smoke fails on it)")
         requires: list[str] = []
         if step.arch_set is not None and step.toolkit.version:
             tk_lib = step.toolkit_root / "lib" if step.toolkit_root else None
@@ -137,7 +144,8 @@ def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: 
     final = step.out_dir / final_staged.name
     entry: dict[str, Any] = {
         "flavour": step.flavour, "filename": final.name, "sha256": report.sha256, "size": report.size,
-        "stock_size": stock_size, "llama_cpp_python": options.llama_cpp_python, "sdist_sha256": options.sdist_sha256,
+        "stock_size": stock_size, "llama_cpp_python": identity.version, "sdist_sha256": identity.sdist_sha256,
+        "source": identity.manifest(), "bindings": bound.as_dict(),
         "version": step.version, "variants": list(step.variants), "extras": list(step.extras),
         "archs": step.arch_set.cmake() if step.arch_set else None,
         "embedded": sorted(embedded.sass | embedded.ptx) if embedded else None,
@@ -265,23 +273,25 @@ SUMMARY_HEADER = ["flavour", "wheel", "size", "sha256", "archs", "time", "cache 
 
 def execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[str, str], log: Logger,
             launcher: str | None, offline: bool, keep_going: bool, frontend: str = "build",
-            all_from_source: bool = False) -> list[StepResult]:
+            all_from_source: bool = False, archive: sdist.Source | None = None) -> list[StepResult]:
+    """``archive``: the archive of a git / llama.cpp source (None: the pinned PyPI sdist)."""
     with in_use(options.build_dir, "build", wait=True, log=log.info):
         return _execute(steps, options, base_env=base_env, log=log, launcher=launcher, offline=offline,
-                        keep_going=keep_going, frontend=frontend, all_from_source=all_from_source)
+                        keep_going=keep_going, frontend=frontend, all_from_source=all_from_source, archive=archive)
 
 
 def _execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[str, str], log: Logger,
              launcher: str | None, offline: bool, keep_going: bool, frontend: str,
-             all_from_source: bool) -> list[StepResult]:
+             all_from_source: bool, archive: sdist.Source | None = None) -> list[StepResult]:
     results: list[StepResult] = []
     base_env = {**base_env, **farm.client_env(options, base_env)}  # SCCACHE_CONF when a build farm is set
     try:
         with log.step("source"):
-            source = resolve_source(options, offline, base_env)
-            src = sdist.extract(source, owned_subdir(options.build_dir, "src"))
-            log.info(f"{source.path.name} (sha256 of the PyPI sdist {source.original_sha256[:12]}..., "
-                     f"{'slim' if source.slim else 'full'}) -> {src}")
+            chosen = archive or resolve_source(options, offline, base_env)
+            src = sdist.extract(chosen, owned_subdir(options.build_dir, "src"))
+            what = "the PyPI sdist" if archive is None else "the source archive"
+            log.info(f"{chosen.path.name} (sha256 of {what} {chosen.original_sha256[:12]}..., "
+                     f"{'slim' if chosen.slim else 'full'}) -> {src}")
         pypi_versions = {s.toolkit.version for s in steps if s.arch_set is not None and s.toolkit.source == "pypi"}
         for v in sorted(v for v in pypi_versions if v is not None):
             with log.step(f"CUDA {v[0]}.{v[1]} toolkit from PyPI"):

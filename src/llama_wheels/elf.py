@@ -73,3 +73,23 @@ def patch(path: Path, *, soname: str | None = None, replace_needed: dict[str, st
         args += ["--set-rpath", runpath]
     if len(args) > 1:
         cmd.run([*args, str(path)], quiet=True, capture=True)
+
+
+def exported_symbols_stream(f: BinaryIO) -> set[str]:
+    """The names an ELF shared library exports: defined (not UNDEF) global or weak functions and objects of
+    its dynamic symbol table (what ctypes' dlsym can find). Empty if it is not a readable ELF."""
+    from elftools.elf.sections import SymbolTableSection
+
+    out: set[str] = set()
+    try:
+        dynsym = ELFFile(f).get_section_by_name(".dynsym")
+        if not isinstance(dynsym, SymbolTableSection):
+            return out
+        for sym in dynsym.iter_symbols():
+            info = sym.entry["st_info"]
+            if sym.name and sym.entry["st_shndx"] != "SHN_UNDEF" and info["bind"] in ("STB_GLOBAL", "STB_WEAK") \
+                    and info["type"] in ("STT_FUNC", "STT_OBJECT", "STT_GNU_IFUNC"):
+                out.add(sym.name)
+    except ELFError:
+        return set()
+    return out

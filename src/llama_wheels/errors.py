@@ -32,6 +32,7 @@ code class                  when
 14   VariantError           (a PublishError) variantlib's variant copies are not what we asked for
 17   SelectFailed           select found no flavour that runs here, or could not read the catalogue
 18   StorageError           a folder is read-only or full (names the folder and the space needed)
+19   UpstreamError          follow-upstream: the index, the pin branch or the pull request failed
 130  (KeyboardInterrupt)    interrupted
 ==== =====================  ==========================================================
 
@@ -183,11 +184,18 @@ class StorageError(FatalError):
     return_code = 18
 
 
+class UpstreamError(FatalError):
+    """``follow-upstream``: the index cannot be read, a release is yanked or missing, the checkout is dirty, a
+    branch cannot be resolved, or GitHub's API refused the pull request."""
+
+    return_code = 19
+
+
 __all__ = [
     "ArchError", "BuildFailed", "ChecksumError", "CleanRefused", "CommandFailed", "ConfigError", "FatalError",
     "IndexConflict", "ModelError", "OfflineMissing", "PreflightError", "PublishError", "SelectFailed", "SmokeFailed",
     "SourceError", "StorageError",
-    "ToolNotFound", "WheelCheckFailed", "error_name", "exit_codes",
+    "ToolNotFound", "UpstreamError", "WheelCheckFailed", "error_name", "exit_codes",
 ]
 
 

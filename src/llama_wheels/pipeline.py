@@ -37,7 +37,9 @@ from llama_wheels import (
     publish,
     sdist,
     selector,
+    source,
     toolkit,
+    upstream,
     variants,
 )
 from llama_wheels.archs import parse_arch_set
@@ -116,6 +118,9 @@ class BuildRequest:
     all_from_source: bool = False
     require_remote_cache: bool = False
     require_dist: bool = False  # fail before compiling if the build farm is unreachable
+    source: str | None = None  # llama-cpp-python at URL@ref or a local checkout; None: the pinned sdist
+    llama_cpp: str | None = None  # a llama.cpp URL@commit or checkout swapped in for the vendored one
+    allow_dirty: bool = False  # build a local checkout with uncommitted changes (the label says dirty)
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,8 @@ def build(options: Options, request: BuildRequest, env: Mapping[str, str], log: 
                 request = dataclasses.replace(request, jobs=jobs)
             log.info(f"build farm: {st.describe()}; {request.jobs} parallel compile jobs"
                      + (" (local cores + farm cores; --jobs sets them)" if jobs == request.jobs else " (--jobs)"))
-    steps = make_plan(options, request, diags, launcher, user, log)
+    chosen = resolve_source(options, request, env, log)
+    steps = make_plan(options, request, diags, launcher, user, log, chosen.identity if chosen else None)
     log.info(f"plan: {len(steps)} compile(s) for {sum(len(s.variants) for s in steps)} variant(s)"
              + ("" if launcher else " (no compiler cache found)"))
     for s in steps:
@@ -166,7 +172,8 @@ def build(options: Options, request: BuildRequest, env: Mapping[str, str], log: 
         return BuildResult(options, diags[0], launcher, tuple(steps))
     results = build_stage.execute(steps, options, base_env=env, log=log, launcher=launcher,
                                   offline=request.offline, keep_going=request.keep_going,
-                                  frontend=request.frontend, all_from_source=request.all_from_source)
+                                  frontend=request.frontend, all_from_source=request.all_from_source,
+                                  archive=_as_sdist(chosen))
     for r in results:
         est = estimates.get(r.step.flavour)
         if est is not None:
@@ -211,8 +218,35 @@ def usable_remote(options: Options, *, require: bool, warn: Callable[[str], None
     return dataclasses.replace(options, compiler_cache=dataclasses.replace(options.compiler_cache, remote=""))
 
 
+def resolve_source(options: Options, request: BuildRequest, env: Mapping[str, str],
+                   log: Logger) -> source.Materialised | None:
+    """The git / llama.cpp source the request names, resolved to commits (None: the pinned sdist). A dry run
+    fetches git objects only; a build writes the source archive (offline: finds the prefetched one)."""
+    if not request.source and not request.llama_cpp:
+        return None
+    with log.step("resolve the source"):
+        if request.offline:
+            return source.find_offline(options.prefetch_dir, request.source, request.llama_cpp)
+        base = None
+        if request.llama_cpp and not request.source and not request.dry_run:
+            base = sdist.fetch(options.cache_dir, options.llama_cpp_python, options.sdist_sha256, dict(env)).path
+        return source.materialise(options_version=options.llama_cpp_python, sdist_path=base,
+                                  sdist_sha256=options.sdist_sha256, package=request.source,
+                                  llama_cpp=request.llama_cpp, cache_dir=options.cache_dir, env=env,
+                                  allow_dirty=request.allow_dirty, write=not request.dry_run,
+                                  work=options.build_dir / "tmp" if request.dry_run
+                                  else owned_subdir(options.build_dir, "tmp"))
+
+
+def _as_sdist(chosen: source.Materialised | None) -> sdist.Source | None:
+    if chosen is None or chosen.path is None:
+        return None
+    return sdist.Source(chosen.path, chosen.identity.archive_sha256, slim=chosen.slim)
+
+
 def make_plan(options: Options, request: BuildRequest, diags: Sequence[Diagnosis], launcher: str | None,
-              user: cmakeargs.UserCMakeArgs, log: Logger) -> list[BuildStep]:
+              user: cmakeargs.UserCMakeArgs, log: Logger,
+              chosen: source.SourceIdentity | None = None) -> list[BuildStep]:
     """The plan's inputs, all from options, the diagnoses and CMAKE_ARGS; then :func:`plan.make_plan` per
     arch set. No host probing: VMM, NCCL and the other host-decided ggml options come from the config
     (policy). A flavour asked for twice is built once."""
@@ -220,7 +254,7 @@ def make_plan(options: Options, request: BuildRequest, diags: Sequence[Diagnosis
     for d in diags:
         for step in plan.make_plan(options, arch_set=None if request.cpu else d.arch_set, toolkit=d.toolkit,
                                    variants=request.variants or None, launcher=launcher, jobs=request.jobs,
-                                   windows=os.name == "nt", user_args=user.passthrough):
+                                   windows=os.name == "nt", user_args=user.passthrough, source=chosen):
             if any(s.flavour == step.flavour for s in steps):
                 log.info(f"note: {step.flavour} is asked for twice; built once")
                 continue
@@ -231,7 +265,8 @@ def make_plan(options: Options, request: BuildRequest, diags: Sequence[Diagnosis
 def log_cost(options: Options, request: BuildRequest, steps: Sequence[BuildStep],
              log: Logger) -> dict[str, cost.Estimate]:
     """Print the plan's cost (wheel names, compile time from earlier cold builds, downloads)."""
-    sdist_cached = (options.cache_dir / "sdist" / sdist.sdist_name(options.llama_cpp_python)).exists()
+    sdist_cached = (options.cache_dir / "sdist" / sdist.sdist_name(options.llama_cpp_python)).exists() \
+        or bool(request.source)  # a git source needs no sdist
     lines, estimates = cost.plan_lines(steps, manifest.entries(options.wheelhouse), cache_dir=options.cache_dir,
                                        sdist_cached=sdist_cached, offline=request.offline, jobs=request.jobs)
     for line in lines:
@@ -296,6 +331,12 @@ def cibuildwheel(options: Options, request: CibuildwheelRequest, env: Mapping[st
 # ------------------------------------------------------------------------ release and upkeep ---------
 
 
+def follow_upstream(options: Options, request: upstream.FollowRequest, env: Mapping[str, str],
+                    log: Logger) -> upstream.FollowResult:
+    """A newer llama-cpp-python on the index: pin it on a branch and open one pull request (upstream.follow)."""
+    return upstream.follow(options.project_root, request, env, log)
+
+
 def check_wheels(options: Options, paths: Sequence[Path], log: Logger) -> None:
     """The wheel check on ``paths`` (default: the whole wheelhouse); WheelCheckFailed on a problem."""
     check.run(options, list(paths), log)
@@ -303,10 +344,14 @@ def check_wheels(options: Options, paths: Sequence[Path], log: Logger) -> None:
 
 def fetch_for_offline(options: Options, env: Mapping[str, str], log: Logger, *, python_version: str | None,
                       slim: bool, platforms: Sequence[str], cuda: str | None, extra: Sequence[str],
-                      models: Sequence[str] = ()) -> Path:
-    """The prefetch folder: everything an offline build and smoke test need (and the ``models`` named)."""
+                      models: Sequence[str] = (), source: str | None = None, llama_cpp: str | None = None,
+                      allow_dirty: bool = False) -> Path:
+    """The prefetch folder: everything an offline build and smoke test need (and the ``models`` named);
+    with ``source``/``llama_cpp`` also that source's archive (a build with the same flags finds it offline)."""
+    chosen = resolve_source(options, BuildRequest(source=source, llama_cpp=llama_cpp, allow_dirty=allow_dirty),
+                            env, log)
     return prefetch.run(options, env, log, python_version=python_version or options.python, slim=slim,
-                        platforms=platforms, cuda=cuda, extra=extra, models=models)
+                        platforms=platforms, cuda=cuda, extra=extra, models=models, chosen=chosen)
 
 
 def index(options: Options, log: Logger, *, base_url: str | None, prune: bool,

@@ -24,6 +24,7 @@ from llama_wheels.config import Options, Variant, redact
 from llama_wheels.detect import ToolkitChoice
 from llama_wheels.errors import ConfigError
 from llama_wheels.policy import HostSettings, resolve
+from llama_wheels.source import SourceIdentity
 from llama_wheels.toolkit import NCCL_WHEELS, driver_stub_dir, nccl_root, pypi_root
 from llama_wheels.windows import tool_dirs
 
@@ -49,6 +50,7 @@ class BuildStep:
     windows: bool = False
     nccl_root: Path | None = None  # NVIDIA's nvidia-nccl-cu<major> wheel, installed into the cache
     driver_stub: Path | None = None  # the libcuda.so (SONAME libcuda.so.1) we link VMM builds against
+    source: SourceIdentity | None = None  # None: the pinned PyPI sdist
 
     @property
     def no_vmm(self) -> bool:
@@ -66,6 +68,7 @@ class BuildStep:
             else "  archs      (CPU)",
             f"  runtime    {self.cuda_runtime}" if self.arch_set else "",
             "  ggml       " + " ".join(f"{k}={v}" for k, v in self.host.manifest().items()),
+            *(self.source.describe() if self.source else []),
             f"  build-dir  {self.build_dir}",
             f"  output     {self.out_dir}",
             "  env:",
@@ -132,12 +135,15 @@ def make_plan(
     windows: bool = False,
     link_stub: bool = True,
     user_args: Sequence[str] = (),
+    source: SourceIdentity | None = None,
 ) -> list[BuildStep]:
     """The build steps for ``arch_set`` (None = CPU) and the chosen variants (None = all).
 
     ``link_stub=False``: VMM builds find the driver stub in the toolkit (a pinned container image's
     ``lib64/stubs``, the cibuildwheel route) instead of the one we generate under the build dir.
     ``user_args``: flags from the user's CMAKE_ARGS, already checked (see cmakeargs.from_environment).
+    ``source``: a resolved git or llama.cpp source (None: the pinned sdist); its commits end the label
+    (``0.3.36+cu130.sm90.llama1a2b3c4``), so each source gets a flavour, build dir and wheel of its own.
     Configured and variant flags that conflict with ours are refused here (ConfigError).
     """
     from llama_wheels.cmakeargs import check_extra
@@ -158,6 +164,8 @@ def make_plan(
         own, _ = check_extra(flags, cuda=cuda, where=f"variant {members[0].name} cmake-args")
         extra = [*own, *configured, *user_args]
         flavour = flavour_name(toolkit, arch_set, suffix, host.label_tokens(), extra)
+        if source is not None and source.label_tokens():
+            flavour = "-".join([flavour, *source.label_tokens()])
         label = flavour.replace("-", ".")
         nccl = None
         if host.nccl:
@@ -188,12 +196,13 @@ def make_plan(
             env["CUDACXX"] = str(root / "bin" / ("nvcc.exe" if windows else "nvcc"))
         extras = tuple(sorted({e for v in members for e in v.extras}))
         steps.append(BuildStep(
-            flavour=flavour, label=label, version=f"{options.llama_cpp_python}+{label}", arch_set=arch_set,
+            flavour=flavour, label=label, arch_set=arch_set,
+            version=f"{source.version if source else options.llama_cpp_python}+{label}",
             variants=tuple(v.name for v in members), extras=extras, python=options.python, toolkit=toolkit,
             toolkit_root=root, cmake_args=tuple(args), env=env,
             build_dir=options.build_dir / flavour, out_dir=options.wheelhouse / flavour, jobs=jobs,
             cuda_runtime=options.cuda_runtime if arch_set is not None else "none",
-            host=host, nccl_root=nccl, driver_stub=stub, windows=windows,
+            host=host, nccl_root=nccl, driver_stub=stub, windows=windows, source=source,
         ))
     return steps
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import dependency_groups
 from packaging.requirements import Requirement
 
-from llama_wheels import cmd, sdist
+from llama_wheels import cmd, sdist, source
 from llama_wheels.config import Options, load_toml
 from llama_wheels.errors import ConfigError
 from llama_wheels.log import Logger, fmt_bytes
@@ -71,7 +71,11 @@ def project_requirements(root: Path, python_version: str, cache_backend: str = "
 
 
 def run(options: Options, env: Mapping[str, str], log: Logger, *, python_version: str, slim: bool,
-        platforms: Sequence[str], cuda: str | None, extra: Sequence[str], models: Sequence[str] = ()) -> Path:
+        platforms: Sequence[str], cuda: str | None, extra: Sequence[str], models: Sequence[str] = (),
+        chosen: source.Materialised | None = None) -> Path:
+    """Fill the prefetch folder. ``chosen``: a git / llama.cpp source archive to carry too (slimmed like the
+    sdist), into ``sources/`` with its identity in the sidecar, where ``build --offline`` with the same
+    --source/--llama-cpp finds it."""
     dest = options.prefetch_dir
     (dest / "sdist").mkdir(parents=True, exist_ok=True)
     with log.step("sdist"):
@@ -83,6 +87,7 @@ def run(options: Options, env: Mapping[str, str], log: Logger, *, python_version
             out = dest / "sdist" / src.path.name
             shutil.copy2(src.path, out)
         log.info(f"{out.name}: {fmt_bytes(out.stat().st_size)} (PyPI sdist {fmt_bytes(src.path.stat().st_size)})")
+    carried = carry_source(chosen, dest / "sources", slim, log) if chosen is not None else None
     variants_extras = {e for v in options.variants for e in v.extras}
     reqs = sdist_requirements(src.path, variants_extras, python_version)
     reqs += project_requirements(options.project_root, python_version, options.compiler_cache.backend) + list(extra)
@@ -107,8 +112,29 @@ def run(options: Options, env: Mapping[str, str], log: Logger, *, python_version
     total = sum(p.stat().st_size for p in files)
     info = {"llama_cpp_python": options.llama_cpp_python, "sdist_sha256": options.sdist_sha256, "slim": slim,
             "python_version": python_version, "platforms": list(platforms), "cuda": cuda, "requirements": reqs,
-            "models": list(models),
+            "models": list(models), "source": carried,
             "files": len(files), "bytes": total}
     (dest / "prefetch.json").write_text(json.dumps(info, indent=2) + "\n")
     log.table("prefetch", ["folder", "files", "size"], [[str(dest), str(len(files)), fmt_bytes(total)]])
     return dest
+
+
+def carry_source(chosen: source.Materialised, folder: Path, slim: bool, log: Logger) -> dict[str, object]:
+    """Copy (slimmed) the source archive into ``folder``; its sidecar holds the identity and both sha256s."""
+    if chosen.path is None:
+        raise ConfigError("the source was resolved but not written", "run prefetch without --dry-run")
+    folder.mkdir(parents=True, exist_ok=True)
+    with log.step(f"source {chosen.path.name}"):
+        name = chosen.path.name.removesuffix(".tar.gz") + (".slim.tar.gz" if slim else ".tar.gz")
+        out = folder / name
+        if slim:
+            sdist.slim_sdist(chosen.path, out, chosen.identity.archive_sha256)
+            info = json.loads(source.sidecar(out).read_text())
+        else:
+            shutil.copy2(chosen.path, out)
+            info = {}
+        info.update(source.identity_json(chosen.identity))
+        source.sidecar(out).write_text(json.dumps(info, indent=2) + "\n")
+        log.info(f"{out.name}: {fmt_bytes(out.stat().st_size)} (archive {fmt_bytes(chosen.path.stat().st_size)}); "
+                 + "; ".join(line.strip() for line in chosen.identity.describe()[1:]))
+    return {"file": f"sources/{out.name}", **info}

@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from llama_wheels.bindings import BindingReport, check_wheel
 from llama_wheels.coverage import coverage_verdict
 from llama_wheels.detect import Gpu
 from llama_wheels.smoke.agreement import greedy_summary
@@ -20,6 +22,27 @@ from llama_wheels.smoke.wheelenv import WheelEnv
 
 def _since(t0: float) -> float:
     return time.monotonic() - t0
+
+
+def bindings_check(wheel: Path, entry: Mapping[str, Any]) -> Check:
+    """Before the import: every C function the bindings call is exported by the wheel's own libraries, and
+    (from the build's record, made against the source's llama.h) every bound struct has llama.h's fields.
+    A mismatch is named: the symbol, or the struct and its first differing field."""
+    t0 = time.monotonic()
+    rep: BindingReport = check_wheel(wheel)
+    recorded = entry.get("bindings") or {}
+    rep.structs, rep.appended = list(recorded.get("structs") or []), list(recorded.get("appended") or [])
+    if not rep.checked:
+        return Check("C bindings", "warn", "no binding module or library found in the wheel; not checked", _since(t0))
+    if not rep.ok:
+        return Check("C bindings", "fail", f"the Python bindings do not match this llama.cpp: {rep.one_line()}",
+                     _since(t0))
+    counts = ", ".join(f"{n} in {lib}.so" for lib, n in rep.checked.items())
+    structs = "; bound structs match llama.h" if "structs" in recorded else "; struct fields not checked (no record)"
+    if rep.appended:
+        return Check("C bindings", "warn", f"every bound function is exported ({counts}); llama.h appends fields: "
+                     f"{rep.appended[0]}", _since(t0))
+    return Check("C bindings", "pass", f"every bound function is exported ({counts}){structs}", _since(t0))
 
 
 def import_check(wenv: WheelEnv) -> tuple[Check, dict[str, Any] | None]:

@@ -50,6 +50,7 @@ def smoke_wheel(wheel: Path, entry: dict[str, Any], setup: SmokeSetup, log: Logg
         wenv = install(wheel, entry, venv=setup.work / f"venv-{flavour}", python=setup.python, owner=setup.owner,
                        env=setup.env)
     rec.add("install from wheelhouse only", "pass", f"{wenv.requirement} (--no-index)", t0)
+    rec.put(checks.bindings_check(wheel, entry))
     check, imp = checks.import_check(wenv)
     rec.put(check)
     if imp is None:
