@@ -137,8 +137,11 @@ def run_native(exe: Path, model: Path, work: Path, env: Mapping[str, str], *, gp
     runs = (("base", native_args(exe, model, agreement.TEXT, base, ngl=0, test=False), agreement.cpu_env(env)),
             ("kld", native_args(exe, test_model, agreement.TEXT, base, ngl=99 if gpu else 0, test=True, extra=extra),
              env if gpu else agreement.cpu_env(env)))
-    parsers = {"base": lambda r: {"base_ppl": parse_final_ppl(r.stderr or "")},
-               "kld": lambda r: asdict(parse_native_kld(r.stdout))}
+    def parse(name: str, r: cmd.Completed) -> dict[str, Any]:
+        if name == "base":
+            return {"base_ppl": parse_final_ppl(r.stderr or "")}
+        return asdict(parse_native_kld(r.stdout))
+
     found: dict[str, Any] = {}
     for name, argv, run_env in runs:
         for attempt in range(1, NATIVE_ATTEMPTS + 1):
@@ -150,7 +153,7 @@ def run_native(exe: Path, model: Path, work: Path, env: Mapping[str, str], *, gp
                 raise SmokeFailed(f"llama-perplexity ({name} run) failed with exit code {r.returncode}",
                                   f"see {out.with_suffix('.stderr')}")
             try:
-                found |= parsers[name](r)
+                found |= parse(name, r)
                 break
             except ValueError as exc:
                 # llama.cpp logs through a queue drained by a thread, and the last lines can be lost when the
