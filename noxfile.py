@@ -240,3 +240,11 @@ def bench(session: nox.Session) -> None:
 def serve(session: nox.Session) -> None:
     """The guide's last step: a fresh venv with the built wheel, then llama_cpp.server (-- --model GGUF)."""
     lw(session, "serve", host=True)
+
+
+@nox.session(python=PYTHON, default=False, tags=["release"])
+def verify_rebuild(session: nox.Session) -> None:
+    """Rebuild a wheel (-- WHEEL|URL) from its recorded inputs in a fresh build dir and compare the bytes."""
+    if not wants_help(session):
+        install(session, *build_groups(options(session)))
+    lw(session, "verify-rebuild")

@@ -31,6 +31,8 @@ code class                  when
 16   InUse                  another run holds the lock, and waiting for it timed out
 14   VariantError           (a PublishError) variantlib's variant copies are not what we asked for
 17   SelectFailed           select found no flavour that runs here, or could not read the catalogue
+18   ProvenanceError        a provenance statement is unsigned, tampered with, or about another wheel
+19   RebuildMismatch        verify-rebuild: the rebuild's inputs or bytes differ from the wheel's
 130  (KeyboardInterrupt)    interrupted
 ==== =====================  ==========================================================
 
@@ -176,9 +178,24 @@ class SourceError(FatalError):
     return_code = 15
 
 
+class ProvenanceError(FatalError):
+    """A provenance statement cannot be read, is not signed by the given key, was changed after signing,
+    or its subject is another wheel (the message says which, in one line)."""
+
+    return_code = 18
+
+
+class RebuildMismatch(FatalError):
+    """``verify-rebuild``: the rebuild's inputs differ from the wheel's recorded ones (the first differing
+    flag or tool is named), or the rebuilt wheel's bytes differ (the first differing member is named)."""
+
+    return_code = 19
+
+
 __all__ = [
     "ArchError", "BuildFailed", "ChecksumError", "CleanRefused", "CommandFailed", "ConfigError", "FatalError",
-    "IndexConflict", "ModelError", "OfflineMissing", "PreflightError", "PublishError", "SelectFailed", "SmokeFailed",
+    "IndexConflict", "ModelError", "OfflineMissing", "PreflightError", "ProvenanceError", "PublishError",
+    "RebuildMismatch", "SelectFailed", "SmokeFailed",
     "SourceError",
     "ToolNotFound", "WheelCheckFailed", "exit_codes",
 ]

@@ -121,6 +121,46 @@ def cmake_args_for(arch_set: ArchSet | None, toolkit_root: Path | None, *, launc
     return args
 
 
+#: Where the build dir and the cache dir (the PyPI toolkit, NCCL) appear in the binaries instead of their
+#: real paths, so a build in another checkout or under another HOME gives the same bytes (BENCHMARKS.md,
+#: 2026-12-04). ccache already passes paths under its base dir (the build dir) as relative ones; these maps
+#: cover the rest (no compiler cache, sccache, headers under the cache dir).
+PREFIX_MAP_TARGETS = {"build": "/lw-build", "cache": "/lw-cache"}
+FLAG_VARS = ("CMAKE_C_FLAGS", "CMAKE_CXX_FLAGS", "CMAKE_CUDA_FLAGS")
+
+
+def prefix_map_args(build_dir: Path, cache_dir: Path, *, cuda: bool, windows: bool) -> list[str]:
+    """``-DCMAKE_{C,CXX,CUDA}_FLAGS`` with ``-ffile-prefix-map=<dir>=<fixed>`` (GCC >= 8, Clang >= 10; MSVC has
+    no equivalent here). For nvcc the host compiler gets them as ``-Xcompiler -ffile-prefix-map=...``, two
+    words: ccache reads the pair and keeps its key independent of the paths, while the joined
+    ``-Xcompiler=-ffile-prefix-map=...`` is hashed as written and misses in every other build dir (measured)."""
+    if windows:
+        return []
+    maps = [f"-ffile-prefix-map={build_dir}={PREFIX_MAP_TARGETS['build']}",
+            f"-ffile-prefix-map={cache_dir}={PREFIX_MAP_TARGETS['cache']}"]
+    args = [f"-DCMAKE_C_FLAGS={' '.join(maps)}", f"-DCMAKE_CXX_FLAGS={' '.join(maps)}"]
+    if cuda:
+        args.append("-DCMAKE_CUDA_FLAGS=" + " ".join(f"-Xcompiler {m}" for m in maps))
+    return args
+
+
+def merge_flag_vars(args: Sequence[str]) -> list[str]:
+    """One ``-DCMAKE_<LANG>_FLAGS`` per language, where it first appears, holding every value in order:
+    a user's ``-DCMAKE_CXX_FLAGS=-O2`` adds to our prefix maps instead of replacing them (CMake's last -D wins)."""
+    out: list[str] = []
+    where: dict[str, int] = {}
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        var = name.removeprefix("-D").split(":")[0]
+        if eq and name.startswith("-D") and var in FLAG_VARS:
+            if var in where:
+                out[where[var]] = f"{out[where[var]]} {value}".rstrip()
+                continue
+            where[var] = len(out)
+        out.append(arg)
+    return out
+
+
 def make_plan(
     options: Options,
     *,
@@ -171,7 +211,8 @@ def make_plan(
         stub = driver_stub_dir(options.build_dir) if host.vmm and link_stub and not windows else None
         args = cmake_args_for(arch_set, root if toolkit.source == "pypi" else None, launcher=launcher,
                               host=host, windows=windows, nccl=nccl, driver_stub=stub)
-        args += extra
+        args += prefix_map_args(options.build_dir, options.cache_dir, cuda=cuda, windows=windows)
+        args = merge_flag_vars([*args, *extra])
         tmp = options.build_dir / "tmp"
         env = {
             "CMAKE_ARGS": shlex.join(args),
