@@ -121,23 +121,26 @@ def cmake_args_for(arch_set: ArchSet | None, toolkit_root: Path | None, *, launc
     return args
 
 
-#: Where the build dir and the cache dir (the PyPI toolkit, NCCL) appear in the binaries instead of their
-#: real paths, so a build in another checkout or under another HOME gives the same bytes (BENCHMARKS.md,
-#: 2026-12-04). ccache already passes paths under its base dir (the build dir) as relative ones; these maps
-#: cover the rest (no compiler cache, sccache, headers under the cache dir).
-PREFIX_MAP_TARGETS = {"build": "/lw-build", "cache": "/lw-cache"}
+#: The cache dir (the PyPI toolkit's and NCCL's headers) appears in the binaries as this, not as its path.
+CACHE_DIR_IN_BINARIES = "/lw-cache"
 FLAG_VARS = ("CMAKE_C_FLAGS", "CMAKE_CXX_FLAGS", "CMAKE_CUDA_FLAGS")
 
 
-def prefix_map_args(build_dir: Path, cache_dir: Path, *, cuda: bool, windows: bool) -> list[str]:
-    """``-DCMAKE_{C,CXX,CUDA}_FLAGS`` with ``-ffile-prefix-map=<dir>=<fixed>`` (GCC >= 8, Clang >= 10; MSVC has
-    no equivalent here). For nvcc the host compiler gets them as ``-Xcompiler -ffile-prefix-map=...``, two
-    words: ccache reads the pair and keeps its key independent of the paths, while the joined
-    ``-Xcompiler=-ffile-prefix-map=...`` is hashed as written and misses in every other build dir (measured)."""
+def prefix_map_args(build_dir: Path, flavour_dir: Path, cache_dir: Path, *, cuda: bool, windows: bool) -> list[str]:
+    """``-DCMAKE_{C,CXX,CUDA}_FLAGS`` with ``-ffile-prefix-map`` (GCC >= 8, Clang >= 10; not MSVC), so that no
+    build dir, checkout or HOME reaches the binaries (``__FILE__`` in asserts), whatever the compiler cache.
+
+    Paths are written as ccache already writes them (it passes paths under its base dir, the build dir,
+    relative to the compile's working dir, the flavour's dir): ``<build-dir>`` -> ``..`` and
+    ``<build-dir>/<flavour>/`` -> "" (the last matching map wins), so a build through sccache or with no
+    cache gives the same bytes as one through ccache; the cache dir becomes ``/lw-cache``. For nvcc the
+    host compiler gets them as ``-Xcompiler -ffile-prefix-map=...``, two words: ccache reads that pair and
+    keeps its key free of the paths, while ``-Xcompiler=-ffile-prefix-map=...`` is hashed as written and
+    misses in every other build dir (measured, BENCHMARKS.md 2026-12-04)."""
     if windows:
         return []
-    maps = [f"-ffile-prefix-map={build_dir}={PREFIX_MAP_TARGETS['build']}",
-            f"-ffile-prefix-map={cache_dir}={PREFIX_MAP_TARGETS['cache']}"]
+    maps = [f"-ffile-prefix-map={cache_dir}={CACHE_DIR_IN_BINARIES}", f"-ffile-prefix-map={build_dir}=..",
+            f"-ffile-prefix-map={flavour_dir}/="]
     args = [f"-DCMAKE_C_FLAGS={' '.join(maps)}", f"-DCMAKE_CXX_FLAGS={' '.join(maps)}"]
     if cuda:
         args.append("-DCMAKE_CUDA_FLAGS=" + " ".join(f"-Xcompiler {m}" for m in maps))
@@ -211,7 +214,8 @@ def make_plan(
         stub = driver_stub_dir(options.build_dir) if host.vmm and link_stub and not windows else None
         args = cmake_args_for(arch_set, root if toolkit.source == "pypi" else None, launcher=launcher,
                               host=host, windows=windows, nccl=nccl, driver_stub=stub)
-        args += prefix_map_args(options.build_dir, options.cache_dir, cuda=cuda, windows=windows)
+        args += prefix_map_args(options.build_dir, options.build_dir / flavour, options.cache_dir, cuda=cuda,
+                                windows=windows)
         args = merge_flag_vars([*args, *extra])
         tmp = options.build_dir / "tmp"
         env = {
