@@ -58,7 +58,8 @@ def wheel_record(path: Path, base_url: str | None, sha256: str | None = None) ->
 
 
 def provenance_link(path: Path, base_url: str | None) -> dict[str, Any]:
-    """``{"provenance": {url, sha256, signed}}`` when the index serves the wheel's statement (index.write_provenance)."""
+    """``{"provenance": {url, sha256, signed}}`` when the index serves the wheel's statement
+    (index.write_provenance)."""
     stmt = path.parent.parent / "provenance" / f"{path.name}.intoto.json"
     if not stmt.is_file():
         return {}

@@ -201,7 +201,8 @@ def first_difference(a: Path, b: Path) -> str:
             if ia.date_time != ib.date_time:
                 return f"{name}: a timestamp: zip time {ia.date_time} in the wheel, {ib.date_time} in the rebuild"
             if ia.external_attr != ib.external_attr:
-                return f"{name}: file mode {ia.external_attr >> 16:o} in the wheel, {ib.external_attr >> 16:o} in the rebuild"
+                return (f"{name}: file mode {ia.external_attr >> 16:o} in the wheel, "
+                        f"{ib.external_attr >> 16:o} in the rebuild")
             if ia.compress_type != ib.compress_type:
                 return f"{name}: compression {ia.compress_type} in the wheel, {ib.compress_type} in the rebuild"
     return "every member is identical; the zip container differs (compression level or comment)"

@@ -123,7 +123,7 @@ def test_signed_statement_verifies_and_every_tampering_fails_in_one_line(tmp_pat
 
 
 def test_a_wrong_passphrase_is_one_line_without_the_secret(tmp_path: Path) -> None:
-    priv, _, raw = keypair(tmp_path, PASSPHRASE)
+    priv, _, _ = keypair(tmp_path, PASSPHRASE)
     for env in ({provenance.KEY_ENV: str(priv)},
                 {provenance.KEY_ENV: str(priv), provenance.PASSWORD_ENV: "Wr0ng-91d2"}):
         with pytest.raises(ConfigError) as err:
