@@ -64,6 +64,9 @@ def recorded_inputs(wheel: Path, request: RebuildRequest, options: Options,
             if entry.get("sha256") == sha and entry.get("inputs"):
                 log.info(f"recorded inputs: {options.wheelhouse / 'manifest.json'} ({entry.get('flavour')})")
                 return provenance.BuildInputs.from_dict(entry["inputs"])
+            if entry.get("sha256") == sha:
+                raise ProvenanceError(f"{wheel.name} was built before llama-wheels recorded its inputs (its "
+                                      "manifest entry has none)", "rebuild it once with this llama-wheels")
     where = request.statement or provenance.statement_location(request.wheel)
     try:
         data = provenance.read_source(where)

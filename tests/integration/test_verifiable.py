@@ -156,9 +156,9 @@ def test_a_second_clone_at_another_path_and_home_rebuilds_the_same_bytes(
     home.mkdir()
     cache = config.resolve(ROOT, lw_env).cache_dir  # build A's compiler cache (and sdist): warm
     env = {k: v for k, v in lw_env.items() if not k.startswith("LLAMA_WHEELS_")}
+    pip_cache = os.environ.get("PIP_CACHE_DIR", str(Path(os.environ.get("HOME", "/root")) / ".cache" / "pip"))
     env.update({"HOME": str(home), "LLAMA_WHEELS_CACHE_DIR": str(cache), "PYTHONPATH": str(clone / "src"),
-                "PYTHONUNBUFFERED": "1",  # pip's own cache stays where it was: the dependency wheels are not the test
-                "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", str(Path(os.environ.get("HOME", "/root")) / ".cache/pip"))})
+                "PYTHONUNBUFFERED": "1", "PIP_CACHE_DIR": pip_cache})  # the dependency wheels are not the test
     t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "llama_wheels", "verify-rebuild", str(served["wheel"])], cwd=clone,
                          env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=3600,

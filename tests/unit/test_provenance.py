@@ -199,3 +199,35 @@ def test_first_difference_names_the_member_and_what_differs(tmp_path: Path) -> N
 def test_statement_location_is_beside_files() -> None:
     assert provenance.statement_location("https://h/llama/files/w.whl") == "https://h/llama/provenance/w.whl.intoto.json"
     assert provenance.statement_location("/srv/index/files/w.whl") == "/srv/index/provenance/w.whl.intoto.json"
+
+
+def test_rebuild_reads_the_manifest_entry_else_the_signed_statement(options, tmp_path: Path) -> None:
+    import io
+
+    from llama_wheels.log import Logger
+
+    from ..wheelmaker import make_wheel
+
+    o = options()
+    (o.wheelhouse / "cpu").mkdir(parents=True)
+    wheel = make_wheel(o.wheelhouse / "cpu")
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    log = Logger({}, io.StringIO())
+    e = entry(wheel.name, sha)
+    old = {k: v for k, v in e.items() if k != "inputs"}
+    (o.wheelhouse / "manifest.json").write_text(json.dumps({"wheels": {f"cpu/{wheel.name}": old}}))
+    req = rebuild.RebuildRequest(str(wheel))
+    with pytest.raises(ProvenanceError, match="was built before llama-wheels recorded its inputs"):
+        rebuild.recorded_inputs(wheel, req, o, log)
+    (o.wheelhouse / "manifest.json").write_text(json.dumps({"wheels": {f"cpu/{wheel.name}": e}}))
+    assert rebuild.recorded_inputs(wheel, req, o, log) == INPUTS
+    priv, pub, _ = keypair(tmp_path)
+    stmt = tmp_path / "w.intoto.json"
+    signer = provenance.signer_from_env({provenance.KEY_ENV: str(priv)})
+    stmt.write_text(json.dumps(provenance.envelope(provenance.statement(wheel.name, sha, e), signer)))
+    signed = rebuild.RebuildRequest(str(wheel), statement=str(stmt), key=str(pub))
+    assert rebuild.recorded_inputs(wheel, signed, o, log) == INPUTS  # the statement carries the same record
+    (tmp_path / "k2").mkdir()
+    wrong = rebuild.RebuildRequest(str(wheel), statement=str(stmt), key=str(keypair(tmp_path / "k2")[1]))
+    with pytest.raises(ProvenanceError, match="does not verify"):
+        rebuild.recorded_inputs(wheel, wrong, o, log)
