@@ -89,6 +89,19 @@ def test_signed_statement_verifies_and_the_key_never_leaks(served: dict[str, Pat
     assert PASSPHRASE not in res.stdout
 
 
+def test_the_statement_names_no_host_path(served: dict[str, Path], work: Path) -> None:
+    """The flags are recorded with $BUILD_DIR, $CACHE_DIR, $PROJECT and ~ for the host's paths, so two
+    runners record the same inputs (and no runner's layout is published)."""
+    import base64
+
+    payload = base64.b64decode(json.loads(served["statement"].read_text())["payload"]).decode()
+    home = os.environ.get("HOME", "/root")
+    assert str(work) not in payload and str(ROOT) not in payload and f"{home}/" not in payload, payload[:2000]
+    flags = json.loads(payload)["predicate"]["buildDefinition"]["externalParameters"]["cmake_args"]
+    assert "-DCMAKE_C_COMPILER_LAUNCHER=ccache" in flags
+    assert any(f.startswith("-DCMAKE_C_FLAGS=-ffile-prefix-map=$CACHE_DIR=/lw-cache") for f in flags), flags
+
+
 def test_a_user_verifies_with_openssl_alone(served: dict[str, Path], tmp_path: Path) -> None:
     """The README's recipe (jq, base64, openssl; no llama-wheels): the DSSE signature over its PAE,
     then the subject's sha256 against the wheel's."""
