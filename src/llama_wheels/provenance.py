@@ -26,7 +26,6 @@ import json
 import platform
 import re
 import shlex
-import subprocess
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -166,16 +165,12 @@ def builder(env: Mapping[str, str]) -> dict[str, str]:
     return {k: env[k] for k in RUNNER_VARS if env.get(k)}
 
 
-def source_commit(project_root: Path) -> str | None:
+def source_commit(project_root: Path, env: Mapping[str, str]) -> str | None:
     """The llama-wheels checkout's commit (the post-processing code is part of the build), if a git checkout."""
-    if not (project_root / ".git").exists():
+    if not (project_root / ".git").exists() or not cmd.which("git", env):
         return None
-    try:
-        res = subprocess.run(["git", "-C", str(project_root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=30, check=False)
-    except OSError:
-        return None
-    return res.stdout.strip() if res.returncode == 0 else None
+    line = _first_line(["git", "-C", str(project_root), "rev-parse", "HEAD"], env)
+    return line if line and re.fullmatch(r"[0-9a-f]{40,64}", line) else None
 
 
 def inputs_of(step: BuildStep, options: Options, tools: Mapping[str, str], home: str | None) -> BuildInputs:
@@ -200,7 +195,8 @@ def step_toolchain(step: BuildStep, env: Mapping[str, str]) -> dict[str, str]:
 def record(step: BuildStep, options: Options, env: Mapping[str, str]) -> dict[str, Any]:
     """The manifest entry's ``inputs``: :class:`BuildInputs`, the builder and the llama-wheels commit."""
     inputs = inputs_of(step, options, step_toolchain(step, env), env.get("HOME"))
-    return {**inputs.as_dict(), "builder": builder(env), "llama_wheels_commit": source_commit(options.project_root)}
+    commit = source_commit(options.project_root, env)
+    return {**inputs.as_dict(), "builder": builder(env), "llama_wheels_commit": commit}
 
 
 # ----------------------------------------------------------------------------- comparing -------------
