@@ -1,6 +1,6 @@
 """llama-wheels sessions. `nox -l` is the menu; the logic lives in src/llama_wheels.
 
-Tags: build (build_cuda, build_cpu), release (prefetch, check_wheels, index, publish, cibuildwheel),
+Tags: build (build_cuda, build_cpu), release (prefetch, check_wheels, index, publish, cibuildwheel, verify_rebuild),
 gpu (smoke, bench). Every heavy session is default=False. Flags for a session go after `--`; `-- --debug`
 (or LLAMA_WHEELS_DEBUG=1) shows tracebacks; `-- --help` answers without installing anything, and
 `nox -R` reuses a session's venv.
