@@ -259,3 +259,29 @@ def test_nvcc_prefix_maps_keep_the_ccache_key_free_of_paths(tmp_path: Path) -> N
                         "-o", "k.o"], cwd=flavour, env=env, check=True)
     stats = (tmp_path / "b.stats").read_text()
     assert "direct_cache_hit" in stats or "preprocessed_cache_hit" in stats, stats
+
+
+def test_a_patched_binary_is_named_by_its_member_and_string(cpu_build: Path, lw_env: dict[str, str],
+                                                             tmp_path: Path) -> None:
+    """The inputs agree but the bytes do not (a binary patched after the build, recorded as built): the
+    rebuild (warm) names the first member that differs and the string that differs in it."""
+    house = tmp_path / "wheelhouse"
+    (house / "cpu").mkdir(parents=True)
+    patched = house / "cpu" / cpu_build.name
+    lib = "llama_cpp/lib/libggml-base.so"
+    with zipfile.ZipFile(cpu_build) as src, zipfile.ZipFile(patched, "w") as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == lib:
+                assert b"../src/llama_cpp_python-" in data
+                data = data.replace(b"../src/llama_cpp_python-", b"/xhome/llama_cpp_python-", 1)
+            out.writestr(info, data)
+    manifest = json.loads((cpu_build.parent.parent / "manifest.json").read_text())
+    entry = dict(manifest["wheels"][f"cpu/{cpu_build.name}"], sha256=hashlib.sha256(patched.read_bytes()).hexdigest())
+    (house / "manifest.json").write_text(json.dumps({"wheels": {f"cpu/{cpu_build.name}": entry}}))
+    env = {**lw_env, "LLAMA_WHEELS_WHEELHOUSE": str(house), "LLAMA_WHEELS_BUILD_DIR": str(tmp_path / "build")}
+    res = lw("verify-rebuild", str(patched), env=env, timeout=3600)
+    assert res.returncode == 19, res.stdout[-3000:]
+    line = next(ln for ln in res.stdout.splitlines() if "first difference" in ln)
+    assert f"first difference: {lib}: a path string: '/xhome/llama_cpp_python-" in line, line
+    assert "in the rebuild" in line and "../src/llama_cpp_python-" in line, line
