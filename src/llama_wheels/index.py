@@ -162,16 +162,17 @@ def _build_index(wheelhouse: Path, *, base_url: str | None, prune: bool, flavour
             if not any(name in v for v in state.values()):
                 (files_dir / name).unlink(missing_ok=True)
                 (files_dir / (name + ".metadata")).unlink(missing_ok=True)
+                (root / provenance.FOLDER / (name + provenance.SUFFIX)).unlink(missing_ok=True)
     state = {k: v for k, v in sorted(state.items()) if v}
     _write_atomic(state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
     infos = {n: _info(files_dir, n) for listed in state.values() for n in listed}
     pages: list[tuple[str, list[str]]] = [*state.items(), (COMBINED, sorted(infos))]
     for flavour, listed in pages:
         _write_flavour(root / flavour, [infos[n] for n in listed], base_url, flavour)
-    write_provenance(root, wheelhouse, state, signer)  # before the catalogue, which links each statement
+    statements = write_provenance(root, wheelhouse, state, signer)  # before the catalogue, which links them
     catalogue.write(root, wheelhouse, state, base_url, extra_catalogue)  # flavours.json + selector (#18)
     return {"added": added, "kept": kept, "pruned": sorted(set(pruned)), "flavours": list(state),
-            "files": len(infos)}
+            "files": len(infos), "statements": len(statements)}
 
 
 def write_provenance(root: Path, wheelhouse: Path, state: dict[str, list[str]], signer: Any | None) -> list[str]:

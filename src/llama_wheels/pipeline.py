@@ -307,6 +307,10 @@ def index(options: Options, log: Logger, *, base_url: str | None, prune: bool,
     summary = build_index(options.wheelhouse, base_url=base_url, prune=prune,
                           flavours=list(flavours) if flavours else None, extra_catalogue=extra_catalogue,
                           signer=signer)
+    if summary["statements"]:
+        log.info(f"provenance: {summary['statements']} statement(s) in {options.wheelhouse / 'index' / 'provenance'}, "
+                 + (f"signed by key {signer.public_key.keyid}" if signer is not None
+                    else f"unsigned (set {provenance.KEY_ENV} to sign)"))
     if variant_copies:
         variants.publish(options.wheelhouse, base_url=base_url, env=dict(env or {}), log=log)
     log.table("index", ["flavours", "files", "added", "kept", "pruned"],
