@@ -1,6 +1,6 @@
 """llama-wheels sessions. `nox -l` is the menu; the logic lives in src/llama_wheels.
 
-Tags: build (build_cuda, build_cpu), release (prefetch, check_wheels, index, publish, cibuildwheel),
+Tags: build (build_cuda, build_cpu), release (prefetch, check_wheels, index, publish, cibuildwheel, verify_rebuild),
 gpu (smoke, bench). Every heavy session is default=False. Flags for a session go after `--`; `-- --debug`
 (or LLAMA_WHEELS_DEBUG=1) shows tracebacks; `-- --help` and an argument error answer at once (no venv is
 made or touched), and `nox -R` reuses a session's venv. nox ends every failure with exit 1, so a failed
@@ -356,3 +356,11 @@ def bench(session: nox.Session) -> None:
 def serve(session: nox.Session) -> None:
     """The last step by hand: a fresh venv with the built wheel, then llama_cpp.server (-- --model GGUF)."""
     lw(session, "serve", host=True)
+
+
+@nox.session(python=PYTHON, default=False, tags=["release"])
+def verify_rebuild(session: nox.Session) -> None:
+    """Rebuild a wheel (-- WHEEL|URL) from its recorded inputs in a fresh build dir and compare the bytes."""
+    if not wants_help(session):
+        install(session, *build_groups(options(session)))
+    lw(session, "verify-rebuild")

@@ -14,7 +14,7 @@ from typing import Any
 
 from packaging.utils import parse_wheel_filename
 
-from llama_wheels import bindings, cmd, compcache, farm, fatbin, manifest, sdist, source, toolkit, wheels, windows
+from llama_wheels import bindings, cmd, compcache, farm, fatbin, manifest, provenance, sdist, source, toolkit, wheels, windows
 from llama_wheels.clean import in_use, owned_subdir, remove_tree_within
 from llama_wheels.compcache import CacheStats
 from llama_wheels.config import Options
@@ -160,6 +160,7 @@ def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: 
         "cache": result.cache.as_dict(),
         "slim": {"dropped": slim.dropped, "deduplicated": slim.deduplicated, "renamed": slim.renamed},
         "dependency_wheels": sorted(deps_added), "dependencies": deps_added, "platform": platform.platform(),
+        "inputs": provenance.record(step, options, env),  # what verify-rebuild and the statement read
     }
     previous = manifest.publish(options.wheelhouse, final_staged, final, entry, say=log.info)
     if previous and previous.get("sha256") != report.sha256:

@@ -53,7 +53,19 @@ def wheel_record(path: Path, base_url: str | None, sha256: str | None = None) ->
         "sha256": sha256 or sha256_file(path), "size": path.stat().st_size, "version": str(version),
         "python_tags": sorted({t.interpreter for t in tags}), "abi_tags": sorted({t.abi for t in tags}),
         "platform_tags": plats, "manylinux_floor": min(floors, key=parse_version) if floors else None,
+        **provenance_link(path, base_url),
     }
+
+
+def provenance_link(path: Path, base_url: str | None) -> dict[str, Any]:
+    """``{"provenance": {url, sha256, signed}}`` when the index serves the wheel's statement
+    (index.write_provenance)."""
+    stmt = path.parent.parent / "provenance" / f"{path.name}.intoto.json"
+    if not stmt.is_file():
+        return {}
+    signed = bool(json.loads(stmt.read_text(encoding="utf-8")).get("signatures"))
+    return {"provenance": {"url": _url(base_url, f"provenance/{stmt.name}"), "sha256": sha256_file(stmt),
+                           "signed": signed}}
 
 
 def code_of(entry: Mapping[str, Any]) -> tuple[list[str], list[str], bool]:

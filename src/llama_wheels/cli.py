@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llama_wheels import bench, crosscheck, doctor, pipeline, selector, serve, smoke, upstream
+from llama_wheels import bench, crosscheck, doctor, pipeline, provenance, rebuild, selector, serve, smoke, upstream
 from llama_wheels.config import load_options, non_empty, not_blank, positive_int
 from llama_wheels.errors import ConfigError, FatalError, PreflightError
 from llama_wheels.log import Logger
@@ -224,6 +224,20 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
     return 0
 
 
+def cmd_verify_rebuild(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    request = rebuild.RebuildRequest(wheel=args.wheel, statement=args.statement, key=args.key, dry_run=args.dry_run)
+    rebuild.run(load_options(env, {}, log), request, env, log)
+    return 0
+
+
+def cmd_verify_provenance(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
+    if not args.key and not args.allow_unsigned:
+        raise ConfigError("verify-provenance needs the publisher's public key", "pass --key PUB.pem "
+                          "(or --allow-unsigned to check only that the statement is about this wheel)")
+    print(provenance.verify_wheel(args.wheel, args.statement, args.key).describe())
+    return 0
+
+
 BUILD_EXAMPLES = """examples:
   nox -s build_cuda -- --dry-run                          the plan and its cost, nothing built
   nox -s build_cuda -- --archs "86;89;120"                the universal set of the hand procedure
@@ -365,6 +379,24 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     w.add_argument("--print-build-identifiers", action="store_true", help="show what would be built, build nothing")
     w.add_argument("--offline", action="store_true", help="use the prefetched sdist; no network")
     w.set_defaults(func=cmd_cibuildwheel)
+
+    vr = sub.add_parser("verify-rebuild", help="rebuild a wheel from its recorded inputs in a fresh build dir; "
+                        "compare the bytes")
+    vr.add_argument("wheel", metavar="WHEEL|URL", help="the wheel: a path or an http(s) URL")
+    vr.add_argument("--statement", metavar="PATH|URL",
+                    help="its provenance statement (default: its manifest entry here, else the index's "
+                         "provenance/<wheel>.intoto.json beside the wheel's URL)")
+    vr.add_argument("--key", metavar="PUB", help="check the statement's signature with this PEM public key first")
+    vr.add_argument("--dry-run", action="store_true", help="compare the recorded inputs with this checkout's; "
+                    "compile nothing")
+    vr.set_defaults(func=cmd_verify_rebuild)
+    vp = sub.add_parser("verify-provenance", help="check a wheel against its signed provenance statement")
+    vp.add_argument("wheel", metavar="WHEEL|URL", help="the wheel: a path or an http(s) URL")
+    vp.add_argument("--statement", metavar="PATH|URL",
+                    help="the statement (default: provenance/<wheel>.intoto.json beside the wheel in its index)")
+    vp.add_argument("--key", metavar="PUB", help="the publisher's PEM public key")
+    vp.add_argument("--allow-unsigned", action="store_true", help="without --key: check the subject only")
+    vp.set_defaults(func=cmd_verify_provenance)
 
     smoke.add_parser(sub).set_defaults(func=cmd_smoke, precheck=precheck_smoke)
     bench.add_parser(sub).set_defaults(func=cmd_bench, precheck=precheck_smoke)  # the same wheels, the same check

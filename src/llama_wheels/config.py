@@ -67,7 +67,10 @@ SCALAR_KEYS = tuple(k for k, v in DEFAULTS.items() if not isinstance(v, dict))
 #: Environment variables with our prefix that are not options.
 ENV_NON_OPTIONS = frozenset({"LLAMA_WHEELS_DEBUG", "LLAMA_WHEELS_ROOT", "LLAMA_WHEELS_PROG",
                              # build farm secrets: read from the environment only, never from a file of ours
-                             "LLAMA_WHEELS_DIST_TOKEN", "LLAMA_WHEELS_DIST_SERVER_TOKEN"})
+                             "LLAMA_WHEELS_DIST_TOKEN", "LLAMA_WHEELS_DIST_SERVER_TOKEN",
+                             # provenance signing (a secret) and the runner's labels (provenance.py)
+                             "LLAMA_WHEELS_SIGNING_KEY", "LLAMA_WHEELS_SIGNING_KEY_PASSWORD",
+                             "LLAMA_WHEELS_RUNNER_LABELS"})
 VARIANT_KEYS = frozenset({"extras", "cmake-args", "ggml"})
 _CUDA_RE = re.compile(r"^(auto|system|system:\d+\.\d+|pypi:\d+\.\d+)$")
 

@@ -33,6 +33,8 @@ code class                  when
 17   SelectFailed           select found no flavour that runs here, or could not read the catalogue
 18   StorageError           a folder is read-only or full (names the folder and the space needed)
 19   UpstreamError          follow-upstream: the index, the pin branch or the pull request failed
+20   ProvenanceError        a provenance statement is unsigned, tampered with, or about another wheel
+21   RebuildMismatch        verify-rebuild: the rebuild's inputs or bytes differ from the wheel's
 130  (KeyboardInterrupt)    interrupted
 ==== =====================  ==========================================================
 
@@ -184,6 +186,13 @@ class StorageError(FatalError):
     return_code = 18
 
 
+class ProvenanceError(FatalError):
+    """A provenance statement cannot be read, is not signed by the given key, was changed after signing,
+    or its subject is another wheel (the message says which, in one line)."""
+
+    return_code = 20
+
+
 class UpstreamError(FatalError):
     """``follow-upstream``: the index cannot be read, a release is yanked or missing, the checkout is dirty, a
     branch cannot be resolved, or GitHub's API refused the pull request."""
@@ -191,9 +200,17 @@ class UpstreamError(FatalError):
     return_code = 19
 
 
+class RebuildMismatch(FatalError):
+    """``verify-rebuild``: the rebuild's inputs differ from the wheel's recorded ones (the first differing
+    flag or tool is named), or the rebuilt wheel's bytes differ (the first differing member is named)."""
+
+    return_code = 21
+
+
 __all__ = [
     "ArchError", "BuildFailed", "ChecksumError", "CleanRefused", "CommandFailed", "ConfigError", "FatalError",
-    "IndexConflict", "ModelError", "OfflineMissing", "PreflightError", "PublishError", "SelectFailed", "SmokeFailed",
+    "IndexConflict", "ModelError", "OfflineMissing", "PreflightError", "ProvenanceError", "PublishError",
+    "RebuildMismatch", "SelectFailed", "SmokeFailed",
     "SourceError", "StorageError",
     "ToolNotFound", "UpstreamError", "WheelCheckFailed", "error_name", "exit_codes",
 ]

@@ -27,7 +27,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from llama_wheels import catalogue, manifest
+from llama_wheels import catalogue, manifest, provenance
 from llama_wheels.digest import sha256_file as _sha
 from llama_wheels.errors import ConfigError, DamagedWheel, IndexConflict
 from llama_wheels.fs import copy_atomic
@@ -120,19 +120,22 @@ def validate(wheelhouse: Path, current: dict[str, list[Path]], files_dir: Path,
 
 def build_index(wheelhouse: Path, *, base_url: str | None = None, prune: bool = False,
                 flavours: list[str] | None = None, extra_catalogue: Path | None = None,
-                warn: Callable[[str], object] = lambda m: print(f"warning: {m}")) -> dict[str, Any]:
+                warn: Callable[[str], object] = lambda m: print(f"warning: {m}"),
+                signer: Any | None = None) -> dict[str, Any]:
     """Publish the wheelhouse's wheels into the index and regenerate every page. Returns a summary.
 
     Runs under the wheelhouse lock. Every wheel is validated first; if any is damaged or conflicts,
-    nothing is copied. Each copy appears atomically."""
+    nothing is copied. Each copy appears atomically. ``signer`` (provenance.signer_from_env) signs the
+    provenance statements."""
     with manifest.lock(wheelhouse):
         return _build_index(wheelhouse, base_url=base_url, prune=prune, flavours=flavours,
-                            extra_catalogue=extra_catalogue, warn=warn)
+                            extra_catalogue=extra_catalogue, warn=warn, signer=signer)
 
 
 def _build_index(wheelhouse: Path, *, base_url: str | None, prune: bool, flavours: list[str] | None,
                  extra_catalogue: Path | None = None,
-                 warn: Callable[[str], object] = lambda m: print(f"warning: {m}")) -> dict[str, Any]:
+                 warn: Callable[[str], object] = lambda m: print(f"warning: {m}"),
+                 signer: Any | None = None) -> dict[str, Any]:
     root = wheelhouse / "index"
     files_dir = root / "files"
     state_path = root / "state.json"
@@ -170,15 +173,40 @@ def _build_index(wheelhouse: Path, *, base_url: str | None, prune: bool, flavour
             if not any(name in v for v in state.values()):
                 (files_dir / name).unlink(missing_ok=True)
                 (files_dir / (name + ".metadata")).unlink(missing_ok=True)
+                (root / provenance.FOLDER / (name + provenance.SUFFIX)).unlink(missing_ok=True)
     state = {k: v for k, v in sorted(state.items()) if v}
     _write_atomic(state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
     infos = {n: _info(files_dir, n) for listed in state.values() for n in listed}
     pages: list[tuple[str, list[str]]] = [*state.items(), (COMBINED, sorted(infos))]
     for flavour, listed in pages:
         _write_flavour(root / flavour, [infos[n] for n in listed], base_url, flavour)
+    statements = write_provenance(root, wheelhouse, state, signer)  # before the catalogue, which links them
     catalogue.write(root, wheelhouse, state, base_url, extra_catalogue)  # flavours.json + selector (#18)
     return {"added": added, "kept": kept, "pruned": sorted(set(pruned)), "flavours": list(state),
-            "files": len(infos)}
+            "files": len(infos), "statements": len(statements)}
+
+
+def write_provenance(root: Path, wheelhouse: Path, state: dict[str, list[str]], signer: Any | None) -> list[str]:
+    """``provenance/<wheel>.intoto.json`` for each published wheel the manifest knows: its in-toto statement
+    (with the smoke verdict once ``reports/smoke-<flavour>.json`` is about that wheel) in a DSSE envelope,
+    signed when ``signer`` is given. Outside ``files/``, whose files never change: a statement may gain a
+    smoke verdict or a signature later. A wheel published earlier and unknown to this manifest keeps the
+    statement it has. Deterministic (Ed25519 signatures are too). Returns the statements written."""
+    built = {(e.get("flavour"), e.get("filename")): e for e in manifest.read(wheelhouse)["wheels"].values()}
+    written = []
+    for flavour, names in sorted(state.items()):
+        for name in names:
+            entry = built.get((flavour, name))
+            if entry is None or not entry.get("inputs"):
+                continue
+            sha = _sha(root / "files" / name)
+            smoke = provenance.smoke_byproduct(wheelhouse / "reports", flavour, name)
+            env = provenance.envelope(provenance.statement(name, sha, entry, smoke), signer)
+            dest = root / provenance.FOLDER / (name + provenance.SUFFIX)
+            dest.parent.mkdir(exist_ok=True)
+            _write_atomic(dest, (json.dumps(env, indent=2, sort_keys=True) + "\n").encode())
+            written.append(dest.name)
+    return written
 
 
 def _url(info: FileInfo, base_url: str | None) -> str:

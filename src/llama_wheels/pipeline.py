@@ -34,6 +34,7 @@ from llama_wheels import (
     manifest,
     plan,
     prefetch,
+    provenance,
     publish,
     sdist,
     selector,
@@ -368,9 +369,14 @@ def index(options: Options, log: Logger, *, base_url: str | None, prune: bool,
             s = seed(options.wheelhouse / "index", seed_from, create=create)
         log.info(f"seeded from {seed_from}: {s['files']} published file(s) in {s['flavours']} flavour(s), "
                  f"{s['copied']} copied")
+    signer = provenance.signer_from_env(env or {})  # LLAMA_WHEELS_SIGNING_KEY: statements signed when set
     summary = build_index(options.wheelhouse, base_url=base_url, prune=prune,
                           flavours=list(flavours) if flavours else None, extra_catalogue=extra_catalogue,
-                          warn=log.warning)
+                          warn=log.warning, signer=signer)
+    if summary["statements"]:
+        log.info(f"provenance: {summary['statements']} statement(s) in {options.wheelhouse / 'index' / 'provenance'}, "
+                 + (f"signed by key {signer.public_key.keyid}" if signer is not None
+                    else f"unsigned (set {provenance.KEY_ENV} to sign)"))
     if variant_copies:
         variants.publish(options.wheelhouse, base_url=base_url, env=dict(env or {}), log=log)
     log.table("index", ["flavours", "files", "added", "kept", "pruned"],

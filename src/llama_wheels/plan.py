@@ -124,6 +124,49 @@ def cmake_args_for(arch_set: ArchSet | None, toolkit_root: Path | None, *, launc
     return args
 
 
+#: The cache dir (the PyPI toolkit's and NCCL's headers) appears in the binaries as this, not as its path.
+CACHE_DIR_IN_BINARIES = "/lw-cache"
+FLAG_VARS = ("CMAKE_C_FLAGS", "CMAKE_CXX_FLAGS", "CMAKE_CUDA_FLAGS")
+
+
+def prefix_map_args(build_dir: Path, flavour_dir: Path, cache_dir: Path, *, cuda: bool, windows: bool) -> list[str]:
+    """``-DCMAKE_{C,CXX,CUDA}_FLAGS`` with ``-ffile-prefix-map`` (GCC >= 8, Clang >= 10; not MSVC), so that no
+    build dir, checkout or HOME reaches the binaries (``__FILE__`` in asserts), whatever the compiler cache.
+
+    Paths are written as ccache already writes them (it passes paths under its base dir, the build dir,
+    relative to the compile's working dir, the flavour's dir): ``<build-dir>`` -> ``..`` and
+    ``<build-dir>/<flavour>/`` -> "" (the last matching map wins), so a build through sccache or with no
+    cache gives the same bytes as one through ccache; the cache dir becomes ``/lw-cache``. For nvcc the
+    host compiler gets them as ``-Xcompiler -ffile-prefix-map=...``, two words: ccache reads that pair and
+    keeps its key free of the paths, while ``-Xcompiler=-ffile-prefix-map=...`` is hashed as written and
+    misses in every other build dir (measured, BENCHMARKS.md 2026-12-04)."""
+    if windows:
+        return []
+    maps = [f"-ffile-prefix-map={cache_dir}={CACHE_DIR_IN_BINARIES}", f"-ffile-prefix-map={build_dir}=..",
+            f"-ffile-prefix-map={flavour_dir}/="]
+    args = [f"-DCMAKE_C_FLAGS={' '.join(maps)}", f"-DCMAKE_CXX_FLAGS={' '.join(maps)}"]
+    if cuda:
+        args.append("-DCMAKE_CUDA_FLAGS=" + " ".join(f"-Xcompiler {m}" for m in maps))
+    return args
+
+
+def merge_flag_vars(args: Sequence[str]) -> list[str]:
+    """One ``-DCMAKE_<LANG>_FLAGS`` per language, where it first appears, holding every value in order:
+    a user's ``-DCMAKE_CXX_FLAGS=-O2`` adds to our prefix maps instead of replacing them (CMake's last -D wins)."""
+    out: list[str] = []
+    where: dict[str, int] = {}
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        var = name.removeprefix("-D").split(":")[0]
+        if eq and name.startswith("-D") and var in FLAG_VARS:
+            if var in where:
+                out[where[var]] = f"{out[where[var]]} {value}".rstrip()
+                continue
+            where[var] = len(out)
+        out.append(arg)
+    return out
+
+
 def make_plan(
     options: Options,
     *,
@@ -179,7 +222,9 @@ def make_plan(
         stub = driver_stub_dir(options.build_dir) if host.vmm and link_stub and not windows else None
         args = cmake_args_for(arch_set, root if toolkit.source == "pypi" else None, launcher=launcher,
                               host=host, windows=windows, nccl=nccl, driver_stub=stub)
-        args += extra
+        args += prefix_map_args(options.build_dir, options.build_dir / flavour, options.cache_dir, cuda=cuda,
+                                windows=windows)
+        args = merge_flag_vars([*args, *extra])
         tmp = options.build_dir / "tmp"
         env = {
             "CMAKE_ARGS": shlex.join(args),

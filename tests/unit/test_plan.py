@@ -10,6 +10,7 @@ from llama_wheels.detect import ToolkitChoice
 from llama_wheels.errors import ConfigError
 from llama_wheels.plan import extra_hash, make_plan
 
+MAPS = "-ffile-prefix-map={c}=/lw-cache -ffile-prefix-map={b}=.. -ffile-prefix-map={b}/{f}/="
 PYPI = ToolkitChoice("pypi", (13, 0), None, "NVIDIA's PyPI cuda-toolkit 13.0")
 
 
@@ -27,7 +28,11 @@ def test_one_compile_serves_both_variants(options) -> None:
         "-DGGML_CUDA_GRAPHS=ON", "-DGGML_CUDA_FA_QUANTS=q4_0-q4_0;q8_0-q8_0;f16-f16;bf16-bf16",
         "-DGGML_CUDA_COMPRESSION_MODE=size", f"-DCUDA_cuda_driver_LIBRARY={o.build_dir}/stubs/libcuda/libcuda.so",
         "-DCMAKE_C_COMPILER_LAUNCHER=/v/bin/ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=/v/bin/ccache",
-        "-DCMAKE_CUDA_COMPILER_LAUNCHER=/v/bin/ccache")
+        "-DCMAKE_CUDA_COMPILER_LAUNCHER=/v/bin/ccache",
+        f"-DCMAKE_C_FLAGS={MAPS.format(c=o.cache_dir, b=o.build_dir, f='cu130-sm90')}",
+        f"-DCMAKE_CXX_FLAGS={MAPS.format(c=o.cache_dir, b=o.build_dir, f='cu130-sm90')}",
+        f"-DCMAKE_CUDA_FLAGS=-Xcompiler -ffile-prefix-map={o.cache_dir}=/lw-cache "
+        f"-Xcompiler -ffile-prefix-map={o.build_dir}=.. -Xcompiler -ffile-prefix-map={o.build_dir}/cu130-sm90/=")
     assert shlex.split(step.env["CMAKE_ARGS"]) == list(step.cmake_args)
     assert step.env["TMP"] == step.env["TEMP"] == str(o.build_dir / "tmp")
     assert step.env["CCACHE_BASEDIR"] == str(o.build_dir) and step.env["CCACHE_NOHASHDIR"] == "true"
@@ -71,3 +76,20 @@ def test_describe_lists_env_and_archs(options) -> None:
     (step,) = make_plan(options(), arch_set=parse_arch_set("90"), toolkit=PYPI, variants=None, launcher=None)
     text = "\n".join(step.describe())
     assert "archs      90-real;90-virtual" in text and "CMAKE_ARGS=" in text and Path(step.out_dir).name in text
+
+
+def test_prefix_maps_join_a_users_flags_and_stay_out_of_the_label(options) -> None:
+    """The build dir and cache dir never reach the binaries; a user's CMAKE_CXX_FLAGS adds to the maps
+    (CMake's last -D would otherwise drop them), and the maps do not change the flavour's label."""
+    o = options()
+    (plain,) = make_plan(o, arch_set=None, toolkit=ToolkitChoice("none", None), variants=["default"], launcher=None)
+    assert plain.flavour == "cpu" and not any(a.startswith("-DCMAKE_CUDA_FLAGS") for a in plain.cmake_args)
+    (step,) = make_plan(o, arch_set=None, toolkit=ToolkitChoice("none", None), variants=["default"], launcher=None,
+                        user_args=["-DCMAKE_CXX_FLAGS=-O2 -g0"])
+    cxx = [a for a in step.cmake_args if a.startswith("-DCMAKE_CXX_FLAGS=")]
+    flavour = f"cpu-x{extra_hash(['-DCMAKE_CXX_FLAGS=-O2 -g0'])}"
+    assert cxx == [f"-DCMAKE_CXX_FLAGS={MAPS.format(c=o.cache_dir, b=o.build_dir, f=flavour)} -O2 -g0"]
+    assert step.flavour == flavour
+    (win,) = make_plan(o, arch_set=parse_arch_set("90"), toolkit=PYPI, variants=["default"], launcher=None,
+                       windows=True)
+    assert not any("prefix-map" in a for a in win.cmake_args)  # MSVC has no -ffile-prefix-map
