@@ -358,9 +358,10 @@ def serve(session: nox.Session) -> None:
     lw(session, "serve", host=True)
 
 
-@nox.session(python=PYTHON, default=False, tags=["release"])
+@nox.session(python=PYTHON, venv_backend=at_once("verify_rebuild", cli_answers("verify-rebuild"), tags=["release"]),
+             default=False, tags=["release"])
 def verify_rebuild(session: nox.Session) -> None:
     """Rebuild a wheel (-- WHEEL|URL) from its recorded inputs in a fresh build dir and compare the bytes."""
-    if not wants_help(session):
+    if not answers_here(session):
         install(session, *build_groups(options(session)))
     lw(session, "verify-rebuild")

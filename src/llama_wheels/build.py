@@ -14,7 +14,20 @@ from typing import Any
 
 from packaging.utils import parse_wheel_filename
 
-from llama_wheels import bindings, cmd, compcache, farm, fatbin, manifest, provenance, sdist, source, toolkit, wheels, windows
+from llama_wheels import (
+    bindings,
+    cmd,
+    compcache,
+    farm,
+    fatbin,
+    manifest,
+    provenance,
+    sdist,
+    source,
+    toolkit,
+    wheels,
+    windows,
+)
 from llama_wheels.clean import in_use, owned_subdir, remove_tree_within
 from llama_wheels.compcache import CacheStats
 from llama_wheels.config import Options
