@@ -116,6 +116,8 @@ class BuildRequest:
     all_from_source: bool = False
     require_remote_cache: bool = False
     require_dist: bool = False  # fail before compiling if the build farm is unreachable
+    # --shard I/K (objects into the cache, no wheel) or --shards K (the final build)
+    sharding: build_stage.Sharding = dataclasses.field(default_factory=build_stage.Sharding)
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,8 @@ def build(options: Options, request: BuildRequest, env: Mapping[str, str], log: 
         return BuildResult(options, diags[0], launcher, tuple(steps))
     results = build_stage.execute(steps, options, base_env=env, log=log, launcher=launcher,
                                   offline=request.offline, keep_going=request.keep_going,
-                                  frontend=request.frontend, all_from_source=request.all_from_source)
+                                  frontend=request.frontend, all_from_source=request.all_from_source,
+                                  sharding=request.sharding)
     for r in results:
         est = estimates.get(r.step.flavour)
         if est is not None:
@@ -243,7 +246,7 @@ def install_lines(results: Sequence[StepResult]) -> list[str]:
     """The exact pip line for each built wheel: here, from the wheelhouse alone."""
     lines = []
     for r in results:
-        if not r.ok:
+        if not r.ok or r.wheel is None:  # a shard run makes no wheel
             continue
         extras = f"[{','.join(r.step.extras)}]" if r.step.extras else ""
         try:
