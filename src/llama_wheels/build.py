@@ -105,21 +105,24 @@ def _ninja(build_dir: Path, env: Mapping[str, str]) -> str:
 
 
 def run_shard(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[str, str], log: Logger,
-              launcher: str | None, spec: shard.ShardSpec, costs: Path | None, frontend: str = "build") -> StepResult:
-    """Compile shard ``spec`` of the flavour's compile jobs into the compiler cache; no wheel. The configure is
-    the wheel build's own (the same frontend and settings), so every compile command is the final build's."""
+              launcher: str | None, specs: Sequence[shard.ShardSpec], costs: Path | None,
+              frontend: str = "build") -> StepResult:
+    """Compile shards ``specs`` (of one plan) of the flavour's compile jobs into the compiler cache; no wheel. The
+    configure is the wheel build's own (the same frontend and settings), so every compile command is the final
+    build's."""
+    spec = ", ".join(map(str, specs))
     env = step_env(step, base_env)
     staging = _staging(step, options)
-    result = StepResult(step, ok=False, shard=str(spec))
+    result = StepResult(step, ok=False, shard=spec)
     t0, c0 = time.monotonic(), _children_cpu()
     with log.step(f"configure {step.flavour} for shard {spec}"):
         cmd.run(frontend_command(src, staging / "raw", step.build_dir, frontend, SHARD_CONFIGURE), env=env,
                 log=staging / "build.log")
         remove_tree_within(staging / "raw", options.build_dir)  # the Python-only wheel: never a result
-        jobs, plan = shard_plan(step, options, env, spec.count, costs)
+        jobs, plan = shard_plan(step, options, env, specs[0].count, costs)
         for line in plan.describe():
             log.info(line)
-    mine = plan.shards[spec.index - 1]
+    mine = sorted(o for s in specs for o in plan.shards[s.index - 1])
     with compcache.CacheSession(launcher, env, staging) as session, \
             log.step(f"compile shard {spec} of {step.flavour}: {len(mine)} of {len(jobs)} objects into the cache"):
         jobs_flag = ["-j", str(step.jobs)] if step.jobs else []
@@ -353,10 +356,10 @@ SUMMARY_HEADER = ["flavour", "wheel", "size", "sha256", "archs", "time", "cache 
 
 @dataclass(frozen=True)
 class Sharding:
-    """A shard run (``spec``: compile that shard into the cache, no wheel) or a final build after ``count``
+    """A shard run (``specs``: compile those shards into the cache, no wheel) or a final build after ``count``
     shards (name the shards whose objects missed); ``costs``: a .ninja_log instead of the shipped table."""
 
-    spec: shard.ShardSpec | None = None
+    specs: tuple[shard.ShardSpec, ...] = ()
     count: int | None = None
     costs: Path | None = None
 
@@ -405,9 +408,9 @@ def _execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[
         for step in steps:
             try:
                 with manifest.flavour_lock(options.wheelhouse, step.flavour, say=log.info):
-                    if sharding.spec is not None:
+                    if sharding.specs:
                         results.append(run_shard(step, options, src=src, base_env=base_env, log=log,
-                                                 launcher=launcher, spec=sharding.spec, costs=sharding.costs,
+                                                 launcher=launcher, specs=sharding.specs, costs=sharding.costs,
                                                  frontend=frontend))
                         continue
                     results.append(run_step(step, options, src=src, base_env=base_env, log=log, launcher=launcher,

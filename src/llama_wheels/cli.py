@@ -89,8 +89,11 @@ def sharding(args: argparse.Namespace) -> Sharding:
     if args.shard and args.shards:
         raise ConfigError("--shard (a shard runner) and --shards (the final build) exclude each other",
                           "give --shard I/K on the shard runners and --shards K on the final build")
-    return Sharding(spec=ShardSpec.parse(args.shard) if args.shard else None, count=args.shards,
-                    costs=Path(args.shard_costs) if args.shard_costs else None)
+    specs = tuple(ShardSpec.parse(text) for text in args.shard or ())
+    if len({s.count for s in specs}) > 1:
+        raise ConfigError(f"--shard {' --shard '.join(args.shard)}: one run's shards are of one plan",
+                          "give the same K to every --shard I/K")
+    return Sharding(specs=specs, count=args.shards, costs=Path(args.shard_costs) if args.shard_costs else None)
 
 
 def cmd_clean_temp(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
@@ -259,8 +262,9 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     b.add_argument("--frontend", choices=["build", "pip"], default="build",
                    help="python -m build (default), or pip wheel as done by hand; the same wheel either way")
     add_cache_args(b)
-    b.add_argument("--shard", metavar="I/K",
-                   help="compile shard I of K (balanced by measured cost) into the compiler cache; no wheel")
+    b.add_argument("--shard", metavar="I/K", action="append",
+                   help="compile shard I of K (balanced by measured cost) into the compiler cache, no wheel; "
+                        "repeat it for a runner that takes several shards")
     b.add_argument("--shards", type=positive_int, metavar="K",
                    help="the final build after K shard runs: name each shard whose objects it had to compile")
     b.add_argument("--shard-costs", metavar="NINJA_LOG",

@@ -79,7 +79,7 @@ def test_balance_is_by_cost_not_count() -> None:
 def test_ninja_log_later_entries_win_and_bad_input_is_refused() -> None:
     text = "# ninja log v5\n0\t100\t1\ta.o\th\n5\t2005\t2\ta.o\th\nbroken line\n"
     assert shard.parse_ninja_log(text) == {"a.o": 2.0}
-    with pytest.raises(ConfigError, match="not a .ninja_log"):
+    with pytest.raises(ConfigError, match=r"not a \.ninja_log"):
         shard.parse_ninja_log("a.o 1 2\n")
 
 
