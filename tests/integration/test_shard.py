@@ -13,7 +13,6 @@ import subprocess
 import time
 from pathlib import Path
 
-
 from llama_wheels.config import resolve
 
 from .conftest import ROOT, lw
