@@ -213,7 +213,8 @@ def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: 
             final_staged = windows.bundle(final_staged, staging / "bundled", step.toolkit_root, env)
         if not step.windows:
             final_staged, tag = wheels.manylinux_tag(final_staged, cuda_runtime=step.cuda_runtime
-                                                     if step.arch_set else None, nccl=step.host.nccl)
+                                                     if step.arch_set else None, nccl=step.host.nccl,
+                                                     memo=options.cache_dir / "auditwheel-tags")
             log.info(f"platform tag {tag.tag} (auditwheel: {tag.why})")
     report = wheels.check_wheel(final_staged, cuda_runtime=step.cuda_runtime if step.arch_set else None,
                                 nccl=step.host.nccl)
