@@ -70,6 +70,8 @@ def test_two_shards_then_the_final_build_hits_every_object(redis: int, lw_env: d
     assert isinstance(cache, dict)
     assert cache["misses"] == 0 and cache["hits"] == cache["remote_hits"] == objects, cache  # 100%, all remote
     assert "all 2 shards' objects came from the cache" in final.stdout
+    # The same wheel bytes as the session's unsharded build: auditwheel's tag is remembered, not re-scanned.
+    assert re.search(r"platform tag manylinux_\S+ \(auditwheel: .*\(remembered\)\)", final.stdout)
     assert entry["sha256"] == hashlib.sha256(cpu_build.read_bytes()).hexdigest()  # the unsharded build's wheel
 
 

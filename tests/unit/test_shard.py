@@ -121,3 +121,18 @@ def test_missed_sources_reads_relative_paths_against_the_build_dir() -> None:
 def test_shipped_cost_table_lookup(tmp_path: Path) -> None:
     assert shard.cost_table("0.3.36", "cpu") == LOG
     assert shard.cost_table("0.3.36", "cu130-sm90") is None
+
+
+@pytest.mark.parametrize(("argv", "at_once"), [
+    (["build", "--cpu", "--shard", "3/2"], True),
+    (["build", "--cpu", "--shard", "1/2", "--shard", "1/4"], True),  # two plans in one run
+    (["build", "--cpu", "--shard", "1/2", "--shards", "2"], True),  # a shard runner is no final build
+    (["build", "--cpu", "--shards", "0"], True),
+    (["build", "--cpu", "--shard", "1/8", "--shard", "2/8", "--dry-run"], False),
+    (["build", "--cpu", "--shards", "8", "--dry-run"], False),
+])
+def test_shard_flags_answer_at_once(tmp_path: Path, argv: list[str], at_once: bool) -> None:
+    from llama_wheels import cli
+
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert cli.answers_at_once(argv, {"PATH": "", "LLAMA_WHEELS_ROOT": str(tmp_path)}) is at_once
