@@ -49,11 +49,11 @@ def test_every_job_in_exactly_one_shard_and_balanced(jobs: list[shard.CompileJob
     assert sorted(every) == sorted(outputs) and len(every) == len(set(every))
     assert plan.costed == len(outputs)
     mean, biggest = sum(plan.loads) / count, max(costs[o] for o in outputs)
-    # The stated tolerance: no shard above the mean plus the costliest job (the LPT bound); and for the few
-    # shards a fleet uses, within 5% of the mean.
+    # The stated tolerance: no shard above the mean plus the costliest job (the LPT bound); and up to 16 shards
+    # (while the mean is above the costliest job), within 1% of the mean.
     assert max(plan.loads) <= mean + biggest
-    if count <= 4:
-        assert max(plan.loads) <= 1.05 * mean, plan.describe()
+    if count <= 16:
+        assert max(plan.loads) <= 1.01 * mean and min(plan.loads) >= 0.99 * mean, plan.describe()
 
 
 def test_the_plan_is_deterministic(jobs: list[shard.CompileJob], costs: dict[str, float]) -> None:
