@@ -115,20 +115,20 @@ def run_shard(step: BuildStep, options: Options, *, src: Path, base_env: Mapping
     staging = _staging(step, options)
     result = StepResult(step, ok=False, shard=spec)
     t0, c0 = time.monotonic(), _children_cpu()
-    with log.step(f"configure {step.flavour} for shard {spec}"):
-        cmd.run(frontend_command(src, staging / "raw", step.build_dir, frontend, SHARD_CONFIGURE), env=env,
-                log=staging / "build.log")
-        remove_tree_within(staging / "raw", options.build_dir)  # the Python-only wheel: never a result
-        jobs, plan = shard_plan(step, options, env, specs[0].count, costs)
-        for line in plan.describe():
-            log.info(line)
-    mine = sorted(o for s in specs for o in plan.shards[s.index - 1])
-    with compcache.CacheSession(launcher, env, staging) as session, \
-            log.step(f"compile shard {spec} of {step.flavour}: {len(mine)} of {len(jobs)} objects into the cache"):
-        jobs_flag = ["-j", str(step.jobs)] if step.jobs else []
-        if mine:
-            cmd.run([_ninja(step.build_dir, env), "-C", str(step.build_dir), *jobs_flag, *mine],
+    with compcache.CacheSession(launcher, env, staging) as session:  # as run_step: configure and compile inside
+        with log.step(f"configure {step.flavour} for shard {spec}"):
+            cmd.run(frontend_command(src, staging / "raw", step.build_dir, frontend, SHARD_CONFIGURE),
                     env={**env, **session.env}, log=staging / "build.log")
+            remove_tree_within(staging / "raw", options.build_dir)  # the Python-only wheel: never a result
+            jobs, plan = shard_plan(step, options, env, specs[0].count, costs)
+            for line in plan.describe():
+                log.info(line)
+        mine = sorted(o for s in specs for o in plan.shards[s.index - 1])
+        with log.step(f"compile shard {spec} of {step.flavour}: {len(mine)} of {len(jobs)} objects into the cache"):
+            jobs_flag = ["-j", str(step.jobs)] if step.jobs else []
+            if mine:
+                cmd.run([_ninja(step.build_dir, env), "-C", str(step.build_dir), *jobs_flag, *mine],
+                        env={**env, **session.env}, log=staging / "build.log")
         result.cache = session.stats()
     result.seconds, result.cpu_seconds = time.monotonic() - t0, _children_cpu() - c0
     result.ok = True
@@ -164,9 +164,13 @@ def report_shards(step: BuildStep, options: Options, env: Mapping[str, str], sta
     """After a final build of ``count`` shards: name each shard whose objects this build had to compile
     (its misses, by source, from ccache's stats log), from the same plan the shards made."""
     stats_log = staging / "ccache-stats.log"
-    if not stats_log.exists():
-        log.warning(f"shards: {result.cache.misses} object(s) missed the cache; naming their shard needs the "
-                    "ccache backend's per-call log")
+    if not stats_log.exists():  # sccache: counts, no per-call log
+        if result.cache.calls and not result.cache.misses:
+            log.info(f"shards: all {count} shards' objects came from the cache")
+        else:
+            log.warning(f"shards: {result.cache.misses} compile(s) missed the cache; naming their shard needs the "
+                        "ccache backend's per-call log")
+        result.entry["shards"] = {"count": count, "misses": result.cache.misses}
         return
     jobs, plan = shard_plan(step, options, env, count, costs)
     report = shard.attribute(plan, jobs, shard.missed_sources(stats_log.read_text(errors="replace"), step.build_dir))
