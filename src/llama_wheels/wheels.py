@@ -445,10 +445,13 @@ def native_binaries(wheel: Path) -> list[Any]:
 
 
 def _memo_key(wheel: Path, exclude: frozenset[str]) -> str:
+    """The wheel's bytes, the exclusions, auditwheel's version (its policy data) and this host's C library
+    (auditwheel resolves external libraries on the host)."""
+    import platform
     from importlib.metadata import version
 
-    return hashlib.sha256(f"{sha256_file(wheel)}|{sorted(exclude)}|auditwheel {version('auditwheel')}"
-                          .encode()).hexdigest()
+    return hashlib.sha256(f"{sha256_file(wheel)}|{sorted(exclude)}|auditwheel {version('auditwheel')}|"
+                          f"{platform.libc_ver()}".encode()).hexdigest()
 
 
 def _memo_read(memo: Path | None, wheel: Path, exclude: frozenset[str]) -> Any:
