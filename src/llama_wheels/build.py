@@ -163,17 +163,18 @@ def report_shards(step: BuildStep, options: Options, env: Mapping[str, str], sta
                   costs: Path | None, result: StepResult, log: Logger) -> None:
     """After a final build of ``count`` shards: name each shard whose objects this build had to compile
     (its misses, by source, from ccache's stats log), from the same plan the shards made."""
-    stats_log = staging / "ccache-stats.log"
-    if not stats_log.exists():  # sccache: counts, no per-call log
-        if result.cache.calls and not result.cache.misses:
-            log.info(f"shards: all {count} shards' objects came from the cache")
-        else:
-            log.warning(f"shards: {result.cache.misses} compile(s) missed the cache; naming their shard needs the "
-                        "ccache backend's per-call log")
-        result.entry["shards"] = {"count": count, "misses": result.cache.misses}
+    stats_log, server_log = staging / "ccache-stats.log", staging / "sccache-server.log"
+    if not stats_log.exists() and not server_log.exists():
+        log.warning(f"shards: {result.cache.misses} compile(s) missed the cache; naming their shard needs a "
+                    "compiler cache's per-call log")
         return
     jobs, plan = shard_plan(step, options, env, count, costs)
-    report = shard.attribute(plan, jobs, shard.missed_sources(stats_log.read_text(errors="replace"), step.build_dir))
+    if stats_log.exists():  # ccache: each call's source and counters
+        missed = shard.missed_sources(stats_log.read_text(errors="replace"), step.build_dir)
+    else:  # sccache: our server's debug log, each call by its output
+        outputs = shard.sccache_missed_outputs(server_log.read_text(errors="replace"))
+        missed = {j.source for j in jobs if j.output in outputs}
+    report = shard.attribute(plan, jobs, missed)
     for line in report.lines():
         (log.info if report.complete else log.warning)(line)
     result.entry["shards"] = {"count": count, "missing": {str(i): len(v) for i, v in report.missed.items()}}

@@ -167,6 +167,36 @@ def missed_sources(stats_log: str, build_dir: Path) -> set[str]:
     return missed
 
 
+_SCCACHE_CALL = re.compile(r"\] \[([^\]]+)\]: get_cached_or_compile: (\[.*\])\s*$")
+_SCCACHE_RESULT = re.compile(r"\] \[([^\]]+)\]: Cache (hit|miss) in ")
+
+
+def sccache_missed_outputs(server_log: str) -> set[str]:
+    """The outputs (as the compile command names them: build-dir relative under ninja) that missed, from the
+    debug log of this build's own sccache server (``SCCACHE_LOG=sccache::compiler::compiler=debug``). sccache
+    tags each line with the output's file name only, so a call is paired with the oldest open call of that name:
+    exact for unique names, best effort when two objects of one name compile at the same moment."""
+    open_calls: dict[str, list[str]] = {}
+    missed: set[str] = set()
+    for line in server_log.splitlines():
+        m = _SCCACHE_CALL.search(line)
+        if m:
+            try:
+                args = json.loads(m[2])
+            except ValueError:
+                continue
+            out = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "-o"), None)
+            if isinstance(out, str):
+                open_calls.setdefault(m[1], []).append(os.path.normpath(out))
+            continue
+        m = _SCCACHE_RESULT.search(line)
+        if m and open_calls.get(m[1]):
+            out = open_calls[m[1]].pop(0)
+            if m[2] == "miss":
+                missed.add(out)
+    return missed
+
+
 @dataclass(frozen=True)
 class ShardReport:
     """What the final build had to compile itself, by the shard that should have put it in the cache."""

@@ -136,3 +136,10 @@ def test_shard_flags_answer_at_once(tmp_path: Path, argv: list[str], at_once: bo
 
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
     assert cli.answers_at_once(argv, {"PATH": "", "LLAMA_WHEELS_ROOT": str(tmp_path)}) is at_once
+
+
+def test_sccache_misses_by_output() -> None:
+    """A real sccache 0.16 server's debug log (tests/fixtures/shard/README.md): sub/a.c.o hit, then sub2/a.c.o (the
+    same file name) and sub/b.c.o missed."""
+    log = (FIX / "sccache-server.log").read_text()
+    assert shard.sccache_missed_outputs(log) == {"sub2/a.c.o", "sub/b.c.o"}
