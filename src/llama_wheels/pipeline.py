@@ -172,7 +172,7 @@ def build(options: Options, request: BuildRequest, env: Mapping[str, str], log: 
                                   sharding=request.sharding)
     for r in results:
         est = estimates.get(r.step.flavour)
-        if est is not None:
+        if est is not None and not r.shard:  # the estimate is the whole build's, a shard does 1/K of it
             log.info(f"{r.step.flavour}: estimate {est.describe()}, actual {fmt_seconds(r.seconds)} "
                      f"({r.cpu_seconds:,.0f} CPU-s, cache {r.cache.describe()})")
     for line in install_lines(results):
