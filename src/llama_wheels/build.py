@@ -23,6 +23,7 @@ from llama_wheels import (
     manifest,
     provenance,
     sdist,
+    shard,
     source,
     toolkit,
     wheels,
@@ -48,6 +49,7 @@ class StepResult:
     cache: CacheStats = field(default_factory=CacheStats)
     error: str = ""
     entry: dict[str, Any] = field(default_factory=dict)
+    shard: str = ""  # "i/K" for a shard run: objects into the cache, no wheel
 
 
 def resolve_source(options: Options, offline: bool, env: Mapping[str, str]) -> sdist.Source:
@@ -63,12 +65,21 @@ def offline_wheels(options: Options) -> Path:
     return folder
 
 
-def frontend_command(src: Path, out: Path, build_dir: Path, frontend: str) -> list[str]:
+def frontend_command(src: Path, out: Path, build_dir: Path, frontend: str, settings: Sequence[str] = ()) -> list[str]:
+    """The frontend's command line; ``settings``: more scikit-build-core config settings (``key=value``)."""
+    every = [f"build-dir={build_dir}", *settings]
     if frontend == "pip":
         return [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-binary",
-                "llama-cpp-python", "--wheel-dir", str(out), "--config-settings", f"build-dir={build_dir}", str(src)]
+                "llama-cpp-python", "--wheel-dir", str(out), *(a for s in every for a in ("--config-settings", s)),
+                str(src)]
     return [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out),
-            f"-Cbuild-dir={build_dir}", str(src)]
+            *(f"-C{s}" for s in every), str(src)]
+
+
+#: A shard's configure: scikit-build-core configures exactly as for the wheel (its CMake command does not
+#: depend on these two settings), builds a target that compiles nothing and installs a component nothing
+#: belongs to. The wheel it still packs (the Python files alone) stays in staging and is removed.
+SHARD_CONFIGURE = ("build.targets=list_install_components", "install.components=llama-wheels-shard-none")
 
 
 def _children_cpu() -> float:
@@ -76,15 +87,78 @@ def _children_cpu() -> float:
     return t.children_user + t.children_system
 
 
-def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[str, str], log: Logger,
-             launcher: str | None, offline: bool, frontend: str = "build", all_from_source: bool = False) -> StepResult:
-    env = step_env(step, base_env)
+def _staging(step: BuildStep, options: Options) -> Path:
     owned_subdir(options.build_dir, "tmp")
     owned_subdir(options.build_dir, step.build_dir.name)
     staging = owned_subdir(options.build_dir, "staging") / step.flavour
     if staging.exists():
         remove_tree_within(staging, options.build_dir)
     staging.mkdir(parents=True)
+    return staging
+
+
+def shard_plan(step: BuildStep, options: Options, env: Mapping[str, str], count: int,
+               costs: Path | None) -> tuple[list[shard.CompileJob], shard.ShardPlan]:
+    """The configured build dir's compile jobs (ninja's own listing) and their plan in ``count`` shards,
+    costed by ``costs`` (a .ninja_log), else the table shipped for this version and flavour."""
+    ninja = _ninja(step.build_dir, env)
+    listing = cmd.run([ninja, "-C", str(step.build_dir), "-t", "targets", "all"], env=env, capture=True, quiet=True)
+    compdb = cmd.run([ninja, "-C", str(step.build_dir), "-t", "compdb"], env=env, capture=True, quiet=True)
+    jobs = shard.compile_jobs(listing.stdout, compdb.stdout, step.build_dir)
+    table = costs or shard.cost_table(options.llama_cpp_python, step.flavour)
+    known = shard.parse_ninja_log(table.read_text()) if table else {}
+    where = (f"{table.name}" + ("" if costs else " (shipped)")) if table else \
+        f"no cost table for {options.llama_cpp_python}-{step.flavour}: every job counted the same"
+    return jobs, shard.plan([j.output for j in jobs], known, count, source=where)
+
+
+def _ninja(build_dir: Path, env: Mapping[str, str]) -> str:
+    """The ninja CMake configured this build dir with (CMAKE_MAKE_PROGRAM), else the one on PATH."""
+    cache = build_dir / "CMakeCache.txt"
+    text = cache.read_text(errors="replace") if cache.exists() else ""
+    m = re.search(r"^CMAKE_MAKE_PROGRAM:[A-Z]+=(.+)$", text, re.MULTILINE)
+    return m[1].strip() if m else (cmd.which("ninja", env) or "ninja")
+
+
+def run_shard(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[str, str], log: Logger,
+              launcher: str | None, specs: Sequence[shard.ShardSpec], costs: Path | None,
+              frontend: str = "build") -> StepResult:
+    """Compile shards ``specs`` (of one plan) of the flavour's compile jobs into the compiler cache; no wheel. The
+    configure is the wheel build's own (the same frontend and settings), so every compile command is the final
+    build's."""
+    spec = ", ".join(map(str, specs))
+    env = step_env(step, base_env)
+    staging = _staging(step, options)
+    result = StepResult(step, ok=False, shard=spec)
+    t0, c0 = time.monotonic(), _children_cpu()
+    with compcache.CacheSession(launcher, env, staging) as session:  # as run_step: configure and compile inside
+        with log.step(f"configure {step.flavour} for shard {spec}"):
+            cmd.run(frontend_command(src, staging / "raw", step.build_dir, frontend, SHARD_CONFIGURE),
+                    env={**env, **session.env}, log=staging / "build.log")
+            remove_tree_within(staging / "raw", options.build_dir)  # the Python-only wheel: never a result
+            jobs, plan = shard_plan(step, options, env, specs[0].count, costs)
+            for line in plan.describe():
+                log.info(line)
+        mine = sorted(o for s in specs for o in plan.shards[s.index - 1])
+        with log.step(f"compile shard {spec} of {step.flavour}: {len(mine)} of {len(jobs)} objects into the cache"):
+            jobs_flag = ["-j", str(step.jobs)] if step.jobs else []
+            if mine:
+                cmd.run([_ninja(step.build_dir, env), "-C", str(step.build_dir), *jobs_flag, *mine],
+                        env={**env, **session.env}, log=staging / "build.log")
+        result.cache = session.stats()
+    result.seconds, result.cpu_seconds = time.monotonic() - t0, _children_cpu() - c0
+    result.ok = True
+    result.entry = {"shard": str(spec), "objects": len(mine), "jobs": len(jobs), "cache": result.cache.as_dict()}
+    log.info(f"shard {spec} of {step.flavour}: {len(mine)} objects, {fmt_seconds(result.seconds)}, "
+             f"cache {result.cache.describe()}; no wheel (the final build collects them)")
+    return result
+
+
+def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[str, str], log: Logger,
+             launcher: str | None, offline: bool, frontend: str = "build", all_from_source: bool = False,
+             shards: int | None = None, costs: Path | None = None) -> StepResult:
+    env = step_env(step, base_env)
+    staging = _staging(step, options)
     result = StepResult(step, ok=False)
     t0, c0 = time.monotonic(), _children_cpu()
     with compcache.CacheSession(launcher, env, staging) as session, \
@@ -92,11 +166,34 @@ def run_step(step: BuildStep, options: Options, *, src: Path, base_env: Mapping[
         cmd.run(frontend_command(src, staging / "raw", step.build_dir, frontend), env={**env, **session.env},
                 log=staging / "build.log")
         result.cache = session.stats()
+    if shards:
+        report_shards(step, options, env, staging, shards, costs, result, log)
     raw = next((staging / "raw").glob("*.whl"), None)
     if raw is None:
         raise BuildFailed(f"the build of {step.flavour} produced no wheel", f"see {staging / 'build.log'}")
     return finish(step, options, raw=raw, staging=staging, env=env, log=log, result=result, t0=t0, c0=c0,
                   offline=offline, all_from_source=all_from_source, src=src)
+
+
+def report_shards(step: BuildStep, options: Options, env: Mapping[str, str], staging: Path, count: int,
+                  costs: Path | None, result: StepResult, log: Logger) -> None:
+    """After a final build of ``count`` shards: name each shard whose objects this build had to compile
+    (its misses, by source, from ccache's stats log), from the same plan the shards made."""
+    stats_log, server_log = staging / "ccache-stats.log", staging / "sccache-server.log"
+    if not stats_log.exists() and not server_log.exists():
+        log.warning(f"shards: {result.cache.misses} compile(s) missed the cache; naming their shard needs a "
+                    "compiler cache's per-call log")
+        return
+    jobs, plan = shard_plan(step, options, env, count, costs)
+    if stats_log.exists():  # ccache: each call's source and counters
+        missed = shard.missed_sources(stats_log.read_text(errors="replace"), step.build_dir)
+    else:  # sccache: our server's debug log, each call by its output
+        outputs = shard.sccache_missed_outputs(server_log.read_text(errors="replace"))
+        missed = {j.source for j in jobs if j.output in outputs}
+    report = shard.attribute(plan, jobs, missed)
+    for line in report.lines():
+        (log.info if report.complete else log.warning)(line)
+    result.entry["shards"] = {"count": count, "missing": {str(i): len(v) for i, v in report.missed.items()}}
 
 
 def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: Mapping[str, str], log: Logger,
@@ -144,7 +241,8 @@ def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: 
             final_staged = windows.bundle(final_staged, staging / "bundled", step.toolkit_root, env)
         if not step.windows:
             final_staged, tag = wheels.manylinux_tag(final_staged, cuda_runtime=step.cuda_runtime
-                                                     if step.arch_set else None, nccl=step.host.nccl)
+                                                     if step.arch_set else None, nccl=step.host.nccl,
+                                                     memo=options.cache_dir / "auditwheel-tags")
             log.info(f"platform tag {tag.tag} (auditwheel: {tag.why})")
     report = wheels.check_wheel(final_staged, cuda_runtime=step.cuda_runtime if step.arch_set else None,
                                 nccl=step.host.nccl)
@@ -172,7 +270,7 @@ def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: 
         "build_seconds": round(result.seconds, 1), "cpu_seconds": round(result.cpu_seconds, 1),
         "cache": result.cache.as_dict(),
         "slim": {"dropped": slim.dropped, "deduplicated": slim.deduplicated, "renamed": slim.renamed},
-        "dependency_wheels": sorted(deps_added), "dependencies": deps_added, "platform": platform.platform(),
+        "dependency_wheels": sorted(deps_added), "dependencies": deps_added, "platform": platform.platform(), **result.entry,
         "inputs": provenance.record(step, options, env),  # what verify-rebuild and the statement read
     }
     previous = manifest.publish(options.wheelhouse, final_staged, final, entry, say=log.info)
@@ -272,6 +370,11 @@ def summary_rows(results: Sequence[StepResult]) -> list[list[str]]:
     rows = []
     for r in results:
         e = r.entry
+        if r.ok and r.shard:
+            rows.append([r.step.flavour, f"shard {r.shard}: {e['objects']} objects into the cache, no wheel", "-", "-",
+                         r.step.arch_set.cmake() if r.step.arch_set else "cpu", fmt_seconds(r.seconds),
+                         r.cache.describe(), ", ".join(r.step.variants)])
+            continue
         rows.append([
             r.step.flavour, e.get("filename", "-") if r.ok else "FAILED",
             fmt_bytes(e["size"]) if r.ok else "-", e.get("sha256", "")[:12] if r.ok else "-",
@@ -285,18 +388,31 @@ def summary_rows(results: Sequence[StepResult]) -> list[list[str]]:
 SUMMARY_HEADER = ["flavour", "wheel", "size", "sha256", "archs", "time", "cache hits", "variants"]
 
 
+@dataclass(frozen=True)
+class Sharding:
+    """A shard run (``specs``: compile those shards into the cache, no wheel) or a final build after ``count``
+    shards (name the shards whose objects missed); ``costs``: a .ninja_log instead of the shipped table."""
+
+    specs: tuple[shard.ShardSpec, ...] = ()
+    count: int | None = None
+    costs: Path | None = None
+
+
 def execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[str, str], log: Logger,
             launcher: str | None, offline: bool, keep_going: bool, frontend: str = "build",
-            all_from_source: bool = False, archive: sdist.Source | None = None) -> list[StepResult]:
+            all_from_source: bool = False, archive: sdist.Source | None = None,
+            sharding: Sharding | None = None) -> list[StepResult]:
     """``archive``: the archive of a git / llama.cpp source (None: the pinned PyPI sdist)."""
     with in_use(options.build_dir, "build", wait=True, log=log.info):
         return _execute(steps, options, base_env=base_env, log=log, launcher=launcher, offline=offline,
-                        keep_going=keep_going, frontend=frontend, all_from_source=all_from_source, archive=archive)
+                        keep_going=keep_going, frontend=frontend, all_from_source=all_from_source, archive=archive,
+                        sharding=sharding or Sharding())
 
 
 def _execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[str, str], log: Logger,
              launcher: str | None, offline: bool, keep_going: bool, frontend: str,
-             all_from_source: bool, archive: sdist.Source | None = None) -> list[StepResult]:
+             all_from_source: bool, archive: sdist.Source | None = None,
+             sharding: Sharding | None = None) -> list[StepResult]:
     results: list[StepResult] = []
     base_env = {**base_env, **farm.client_env(options, base_env)}  # SCCACHE_CONF when a build farm is set
     try:
@@ -330,8 +446,14 @@ def _execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[
         for step in steps:
             try:
                 with manifest.flavour_lock(options.wheelhouse, step.flavour, say=log.info):
+                    if sharding.specs:
+                        results.append(run_shard(step, options, src=src, base_env=base_env, log=log,
+                                                 launcher=launcher, specs=sharding.specs, costs=sharding.costs,
+                                                 frontend=frontend))
+                        continue
                     results.append(run_step(step, options, src=src, base_env=base_env, log=log, launcher=launcher,
-                                            offline=offline, frontend=frontend, all_from_source=all_from_source))
+                                            offline=offline, frontend=frontend, all_from_source=all_from_source,
+                                            shards=sharding.count, costs=sharding.costs))
             except FatalError as exc:
                 log.error(f"{step.flavour}: {exc.one_line()}")
                 results.append(StepResult(step, ok=False, error=exc.message))

@@ -17,8 +17,10 @@ from typing import Any
 
 from llama_wheels import bench, crosscheck, doctor, pipeline, provenance, rebuild, selector, serve, smoke, upstream
 from llama_wheels.config import load_options, non_empty, not_blank, positive_int
+from llama_wheels.build import Sharding
 from llama_wheels.errors import ConfigError, FatalError, PreflightError
 from llama_wheels.log import Logger
+from llama_wheels.shard import ShardSpec
 from llama_wheels.smoke.targets import select_wheels
 
 
@@ -89,9 +91,21 @@ def cmd_build(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> 
         arch_specs=tuple(args.arch_sets or ()), cpu=args.cpu, variants=tuple(args.variant or ()), jobs=args.jobs,
         dry_run=args.dry_run, offline=args.offline, keep_going=args.keep_going, frontend=args.frontend,
         all_from_source=args.all_from_source, require_remote_cache=args.require_remote_cache,
-        require_dist=args.require_dist, source=args.source, llama_cpp=args.llama_cpp, allow_dirty=args.allow_dirty)
+        require_dist=args.require_dist, source=args.source, llama_cpp=args.llama_cpp, allow_dirty=args.allow_dirty,
+        sharding=sharding(args))
     pipeline.build(options, request, env, log)
     return 0
+
+
+def sharding(args: argparse.Namespace) -> Sharding:
+    if args.shard and args.shards:
+        raise ConfigError("--shard (a shard runner) and --shards (the final build) exclude each other",
+                          "give --shard I/K on the shard runners and --shards K on the final build")
+    specs = tuple(ShardSpec.parse(text) for text in args.shard or ())
+    if len({s.count for s in specs}) > 1:
+        raise ConfigError(f"--shard {' --shard '.join(args.shard)}: one run's shards are of one plan",
+                          "give the same K to every --shard I/K")
+    return Sharding(specs=specs, count=args.shards, costs=Path(args.shard_costs) if args.shard_costs else None)
 
 
 def cmd_clean_temp(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> int:
@@ -174,6 +188,7 @@ def precheck_build(args: argparse.Namespace, env: Mapping[str, str]) -> None:
     """The options a build resolves first (pyproject, LLAMA_WHEELS_*, the flags), without printing them, and
     the remote cache when it is required."""
     options = load_options(env, {"cuda": args.cuda, "cuda-runtime": args.cuda_runtime, **cache_cli(args)})
+    sharding(args)  # a malformed --shard answers at once
     if args.require_remote_cache:  # one connect: an unreachable remote fails before anything is installed
         pipeline.usable_remote(options, require=True, warn=lambda _text: None)
 
@@ -286,6 +301,14 @@ def make_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser
                    help="python -m build (default), or pip wheel as done by hand; the same wheel either way")
     add_cache_args(b)
     add_source_args(b)
+    b.add_argument("--shard", metavar="I/K", action="append",
+                   help="compile shard I of K (balanced by measured cost) into the compiler cache, no wheel; "
+                        "repeat it for a runner that takes several shards")
+    b.add_argument("--shards", type=positive_int, metavar="K",
+                   help="the final build after K shard runs: name each shard whose objects it had to compile")
+    b.add_argument("--shard-costs", metavar="NINJA_LOG",
+                   help="the .ninja_log whose times balance the shards (default: the one shipped for this "
+                        "version and flavour); every shard and the final build must use the same")
     b.set_defaults(func=cmd_build, precheck=precheck_build)
 
     c = sub.add_parser("clean-temp", help="remove only what llama-wheels created in its build dir; purge pip's cache")

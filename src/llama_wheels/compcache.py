@@ -236,6 +236,8 @@ class CacheSession:
             # In the foreground, as our child: once waited for, its compiles count in the build's CPU time.
             assert self.launch
             env = {**self.base_env, **self.env, "SCCACHE_START_SERVER": "1", "SCCACHE_NO_DAEMON": "1"}
+            if self.folder is not None:  # each call's hit or miss, by output, in the server's log (shard.py reads it)
+                env.setdefault("SCCACHE_LOG", "sccache::compiler::compiler=debug")
             self._server = cmd.start([self.launch], env=env, quiet=True,
                                      log=self.folder / "sccache-server.log" if self.folder else None)
             port, deadline = int(self.env["SCCACHE_SERVER_PORT"]), time.monotonic() + 30

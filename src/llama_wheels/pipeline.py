@@ -122,6 +122,8 @@ class BuildRequest:
     source: str | None = None  # llama-cpp-python at URL@ref or a local checkout; None: the pinned sdist
     llama_cpp: str | None = None  # a llama.cpp URL@commit or checkout swapped in for the vendored one
     allow_dirty: bool = False  # build a local checkout with uncommitted changes (the label says dirty)
+    # --shard I/K (objects into the cache, no wheel) or --shards K (the final build)
+    sharding: build_stage.Sharding = dataclasses.field(default_factory=build_stage.Sharding)
 
 
 @dataclass(frozen=True)
@@ -174,10 +176,10 @@ def build(options: Options, request: BuildRequest, env: Mapping[str, str], log: 
     results = build_stage.execute(steps, options, base_env=env, log=log, launcher=launcher,
                                   offline=request.offline, keep_going=request.keep_going,
                                   frontend=request.frontend, all_from_source=request.all_from_source,
-                                  archive=_as_sdist(chosen))
+                                  archive=_as_sdist(chosen), sharding=request.sharding)
     for r in results:
         est = estimates.get(r.step.flavour)
-        if est is not None:
+        if est is not None and not r.shard:  # the estimate is the whole build's, a shard does 1/K of it
             log.info(f"{r.step.flavour}: estimate {est.describe()}, actual {fmt_seconds(r.seconds)} "
                      f"({r.cpu_seconds:,.0f} CPU-s, cache {r.cache.describe()})")
     for line in install_lines(results):
@@ -279,7 +281,7 @@ def install_lines(results: Sequence[StepResult]) -> list[str]:
     """The exact pip line for each built wheel: here, from the wheelhouse alone."""
     lines = []
     for r in results:
-        if not r.ok:
+        if not r.ok or r.wheel is None:  # a shard run makes no wheel
             continue
         extras = f"[{','.join(r.step.extras)}]" if r.step.extras else ""
         try:

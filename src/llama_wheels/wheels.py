@@ -10,6 +10,7 @@ import base64
 import csv
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -443,16 +444,52 @@ def native_binaries(wheel: Path) -> list[Any]:
         return policy.binaries(_native_files(z, [n for n in z.namelist() if not n.endswith("/")]))
 
 
+def _memo_key(wheel: Path, exclude: frozenset[str]) -> str:
+    """The wheel's bytes, the exclusions, auditwheel's version (its policy data) and this host's C library
+    (auditwheel resolves external libraries on the host)."""
+    import platform
+    from importlib.metadata import version
+
+    return hashlib.sha256(f"{sha256_file(wheel)}|{sorted(exclude)}|auditwheel {version('auditwheel')}|"
+                          f"{platform.libc_ver()}".encode()).hexdigest()
+
+
+def _memo_read(memo: Path | None, wheel: Path, exclude: frozenset[str]) -> Any:
+    from llama_wheels import policy
+
+    entry = memo / f"{_memo_key(wheel, exclude)}.json" if memo else None
+    if entry is None or not entry.is_file():
+        return None
+    try:
+        data = json.loads(entry.read_text())
+        return policy.PlatformTag(str(data["tag"]), data["glibc"], f"{data['why']} (remembered)")
+    except (ValueError, KeyError, TypeError):
+        return None  # a damaged entry: ask auditwheel again
+
+
+def _memo_write(memo: Path | None, wheel: Path, exclude: frozenset[str], tag: Any) -> None:
+    if memo is None:
+        return
+    memo.mkdir(parents=True, exist_ok=True)
+    entry = memo / f"{_memo_key(wheel, exclude)}.json"
+    tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"tag": tag.tag, "glibc": tag.glibc, "why": tag.why}))
+    os.replace(tmp, entry)
+
+
 def requires_of(wheel: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as z:
         meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
         return HeaderParser().parsestr(z.read(meta).decode("utf-8")).get_all("Requires-Dist") or []
 
 
-def manylinux_tag(wheel: Path, *, cuda_runtime: str | None, nccl: bool) -> tuple[Path, Any]:
+def manylinux_tag(wheel: Path, *, cuda_runtime: str | None, nccl: bool, memo: Path | None = None) -> tuple[Path, Any]:
     """Retag a Linux wheel with the manylinux tag auditwheel computes for it, leaving out of its search
     what a Requires-Dist, the driver or (system mode) the machine provides. Returns the new path and
-    the policy.PlatformTag. A wheel no manylinux policy fits keeps its tag (the wheel check names why)."""
+    the policy.PlatformTag. A wheel no manylinux policy fits keeps its tag (the wheel check names why).
+    ``memo``: a folder of earlier answers, keyed by the wheel's sha256, the exclusions and auditwheel's
+    version: a rebuild of the same bytes skips auditwheel's pure-Python symbol scan (6 s for the 3 MB CPU
+    wheel on 2 busy cores; most of a warm rebuild's post-processing)."""
     from llama_wheels import policy
 
     bins = native_binaries(wheel)
@@ -460,7 +497,10 @@ def manylinux_tag(wheel: Path, *, cuda_runtime: str | None, nccl: bool) -> tuple
         current = sorted(t.platform for t in parse_wheel_filename(wheel.name)[3])[0]
         return wheel, policy.PlatformTag(current, None, "no ELF files")
     exclude = policy.excluded_for_audit(bins, requires=requires_of(wheel), cuda_runtime=cuda_runtime, nccl=nccl)
-    tag = policy.audit_platform_tag(wheel, exclude)
+    tag = _memo_read(memo, wheel, exclude)
+    if tag is None:
+        tag = policy.audit_platform_tag(wheel, exclude)
+        _memo_write(memo, wheel, exclude, tag)
     if not tag.tag.startswith("manylinux"):
         return wheel, tag
     out = cmd.run([sys.executable, "-m", "wheel", "tags", "--platform-tag", tag.tag, "--remove", str(wheel)],
