@@ -270,7 +270,8 @@ def finish(step: BuildStep, options: Options, *, raw: Path, staging: Path, env: 
         "build_seconds": round(result.seconds, 1), "cpu_seconds": round(result.cpu_seconds, 1),
         "cache": result.cache.as_dict(),
         "slim": {"dropped": slim.dropped, "deduplicated": slim.deduplicated, "renamed": slim.renamed},
-        "dependency_wheels": sorted(deps_added), "dependencies": deps_added, "platform": platform.platform(), **result.entry,
+        "dependency_wheels": sorted(deps_added), "dependencies": deps_added, "platform": platform.platform(),
+        **result.entry,
         "inputs": provenance.record(step, options, env),  # what verify-rebuild and the statement read
     }
     previous = manifest.publish(options.wheelhouse, final_staged, final, entry, say=log.info)
@@ -412,7 +413,7 @@ def execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[s
 def _execute(steps: Sequence[BuildStep], options: Options, *, base_env: Mapping[str, str], log: Logger,
              launcher: str | None, offline: bool, keep_going: bool, frontend: str,
              all_from_source: bool, archive: sdist.Source | None = None,
-             sharding: Sharding | None = None) -> list[StepResult]:
+             sharding: Sharding) -> list[StepResult]:
     results: list[StepResult] = []
     base_env = {**base_env, **farm.client_env(options, base_env)}  # SCCACHE_CONF when a build farm is set
     try:

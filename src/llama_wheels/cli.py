@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels import bench, crosscheck, doctor, pipeline, provenance, rebuild, selector, serve, smoke, upstream
-from llama_wheels.config import load_options, non_empty, not_blank, positive_int
 from llama_wheels.build import Sharding
+from llama_wheels.config import load_options, non_empty, not_blank, positive_int
 from llama_wheels.errors import ConfigError, FatalError, PreflightError
 from llama_wheels.log import Logger
 from llama_wheels.shard import ShardSpec
