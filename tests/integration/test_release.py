@@ -6,10 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from packaging.metadata import Metadata
 from llama_wheels.errors import IndexConflict
 from llama_wheels.index import build_index
 
-from .conftest import lw
+from .conftest import free_port, lw, pypi_server
 
 
 def tree_digest(root: Path) -> str:
@@ -97,12 +95,6 @@ def test_changed_hash_under_same_name_is_refused(house: Path) -> None:
         build_index(house)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def pypiserver(tmp_path: Path):
     from passlib.apache import HtpasswdFile
@@ -112,21 +104,8 @@ def pypiserver(tmp_path: Path):
     ht.set_password("uploader", "s3cret-pass")
     ht.save()
     (tmp_path / "packages").mkdir()
-    port = free_port()
-    log = (tmp_path / "pypiserver.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(port),
-                             "-P", str(pw), "-a", "update", str(tmp_path / "packages")], stdout=log,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    with pypi_server(tmp_path / "packages", tmp_path / "pypiserver.log", "-P", str(pw), "-a", "update") as url:
+        yield url
 
 
 def test_publish_to_real_pypiserver(pypiserver: str, house: Path, lw_env: dict[str, str], tmp_path: Path) -> None:

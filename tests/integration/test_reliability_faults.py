@@ -24,7 +24,7 @@ import pytest
 from llama_wheels import manifest
 from tests.wheelmaker import make_wheel, record_line
 
-from .conftest import ROOT, free_port, lw
+from .conftest import ROOT, lw, pypi_server
 
 LIB = {"llama_cpp/lib/libllama.so": b"\x7fELF" + bytes(range(256)) * 40}
 DEAD_PID = 2**22 + 12345  # above Linux's pid_max default: no such process
@@ -85,18 +85,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """pypiserver on a free loopback port, uploads allowed without a password; yields (URL, its package folder)."""
     packages = tmp_path / "server-packages"
     packages.mkdir()
-    port = free_port()
-    with (tmp_path / "pypiserver.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(port),
-                                 "-a", ".", "-P", ".", str(packages)], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            from .test_published_state import wait_port
-
-            wait_port(port)
-            yield f"http://127.0.0.1:{port}", packages
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with pypi_server(packages, tmp_path / "pypiserver.log") as url:
+        yield url, packages
 
 
 def server_files(url: str, packages: Path) -> list[str]:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tarfile
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,7 +25,7 @@ from llama_wheels import pipeline, prefetch, sdist
 from llama_wheels.config import resolve
 from llama_wheels.log import Logger
 
-from .conftest import free_port, lw
+from .conftest import lw, pypi_server
 
 TOKEN = "test-token-0123456789"
 REPO = "acme/llama-wheels"
@@ -154,18 +153,6 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def wait_port(port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"nothing listens on {port}")
-
-
 @pytest.fixture
 def two_releases(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real pypiserver with llama-cpp-python 0.3.37 and 0.3.38rc1 (a pre-release, ignored by default)."""
@@ -173,18 +160,8 @@ def two_releases(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     pkgs.mkdir()
     newer = fake_sdist(pkgs, "0.3.37")
     fake_sdist(pkgs, "0.3.38rc1")
-    port = free_port()
-    log = (tmp_path / "pypiserver.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(port),
-                             "-P", ".", "-a", ".", "--disable-fallback", str(pkgs)], stdout=log,
-                            stderr=subprocess.STDOUT)
-    try:
-        wait_port(port)
-        yield f"http://127.0.0.1:{port}/simple/", newer
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    with pypi_server(pkgs, tmp_path / "pypiserver.log", "-P", ".", "-a", ".", "--disable-fallback") as url:
+        yield f"{url}/simple/", newer
 
 
 class GitHub:
