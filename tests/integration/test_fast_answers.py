@@ -15,7 +15,7 @@ from .conftest import ROOT, free_port, lw
 
 #: Every session of the noxfile (test_every_session_is_covered keeps this complete).
 SESSIONS = ["tests", "lint", "unit", "build_cuda", "build_cpu", "prefetch", "check_wheels", "index",
-            "index_variants", "publish", "cibuildwheel", "smoke", "bench", "serve"]
+            "index_variants", "publish", "cibuildwheel", "smoke", "bench", "serve", "verify_rebuild"]
 #: A user expects an instant answer; measured 0.4-1.6 s on the loaded 2-core CI machine (the issue's
 #: "< 2 s"). The envdir check below is what proves no venv was made; this bound only catches an install.
 SECONDS = 4.0
