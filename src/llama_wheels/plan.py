@@ -167,6 +167,14 @@ def merge_flag_vars(args: Sequence[str]) -> list[str]:
     return out
 
 
+def _is_sccache(launcher: str | None) -> bool:
+    """sccache 0.16 (pinned) hashes the compiler arguments as written: a -ffile-prefix-map naming the build dir
+    would make every runner's build dir its own cache key (measured: the second runner of the sccache fleet
+    missed). Its basedirs cover arguments only from 0.19. So sccache builds go without the prefix maps: their
+    bytes may carry the first builder's paths; ccache (the default) keeps both the maps and the cache hits."""
+    return launcher is not None and os.path.basename(launcher).startswith("sccache")
+
+
 def make_plan(
     options: Options,
     *,
@@ -222,8 +230,9 @@ def make_plan(
         stub = driver_stub_dir(options.build_dir) if host.vmm and link_stub and not windows else None
         args = cmake_args_for(arch_set, root if toolkit.source == "pypi" else None, launcher=launcher,
                               host=host, windows=windows, nccl=nccl, driver_stub=stub)
-        args += prefix_map_args(options.build_dir, options.build_dir / flavour, options.cache_dir, cuda=cuda,
-                                windows=windows)
+        if not _is_sccache(launcher):
+            args += prefix_map_args(options.build_dir, options.build_dir / flavour, options.cache_dir, cuda=cuda,
+                                    windows=windows)
         args = merge_flag_vars([*args, *extra])
         tmp = options.build_dir / "tmp"
         env = {

@@ -206,8 +206,8 @@ def _tree(root: Path) -> tuple[Path, Path, Path]:
 
 
 def test_prefix_maps_give_the_same_object_in_any_build_dir_with_or_without_ccache(tmp_path: Path) -> None:
-    """The plan's -ffile-prefix-map flags with the real compiler: without a compiler cache (or with sccache,
-    which hands the compiler absolute paths) two build dirs give the same object, with no host path in it,
+    """The plan's -ffile-prefix-map flags with the real compiler: without a compiler cache two build dirs give
+    the same object, with no host path in it,
     and the same bytes as ccache gives without the maps (ccache passes paths under its base dir relative)."""
     from llama_wheels import plan
 

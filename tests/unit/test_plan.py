@@ -93,3 +93,13 @@ def test_prefix_maps_join_a_users_flags_and_stay_out_of_the_label(options) -> No
     (win,) = make_plan(o, arch_set=parse_arch_set("90"), toolkit=PYPI, variants=["default"], launcher=None,
                        windows=True)
     assert not any("prefix-map" in a for a in win.cmake_args)  # MSVC has no -ffile-prefix-map
+
+
+def test_sccache_builds_go_without_prefix_maps(options) -> None:
+    """sccache 0.16 hashes the arguments as written: a map naming the build dir would miss on every runner
+    (the sccache fleet's second runner did); ccache keeps the maps and its hits."""
+    o = options()
+    for launcher, maps in (("/x/bin/sccache", False), ("/x/bin/ccache", True), (None, True)):
+        (step,) = make_plan(o, arch_set=None, toolkit=ToolkitChoice("none", None), variants=["default"],
+                            launcher=launcher)
+        assert any("prefix-map" in a for a in step.cmake_args) is maps, launcher
